@@ -25,7 +25,9 @@ ever see ragkit errors. Each class carries the HTTP status and the machine-reada
     │   ├── DependencyUnavailable           dependency_unavailable (transport, 5xx, busy)
     │   ├── DependencyTimeout           504 dependency_timeout
     │   └── BreakerOpen                     breaker_open (fails fast, + Retry-After)
-    └── ConfigurationError              refuses to start; never raised per request
+    ├── ConfigurationError              refuses to start; never raised per request
+    ├── ServiceError                    (client side) an error the service answered with
+    └── ServiceUnreachable              (client side) the service could not be reached
 """
 
 from __future__ import annotations
@@ -169,3 +171,26 @@ class BreakerOpen(DependencyError):
 
 class ConfigurationError(RagkitError):
     code = "configuration_error"
+
+
+class ServiceError(RagkitError):
+    """An error answered by the ragkit service, as seen by `ragkit.client`."""
+
+    def __init__(self, status: int, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.status = status
+        self.code = code
+
+
+class ServiceUnreachable(RagkitError):
+    """`ragkit.client` could not reach the service at all."""
+
+    status = 503
+    code = "service_unreachable"
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(
+            f"the ragkit service at {url} is not reachable ({cause}). Start it with `make up` or "
+            f"`ragkit serve`, or point RAGKIT_API_URL at a running one.",
+            url=url,
+        )

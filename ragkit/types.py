@@ -88,6 +88,7 @@ class DocumentState:
     content_hash: str
     chunk_count: int  # chunks the document should have (from the payload)
     present: int  # chunks actually stored with that hash
+    total: int = 0  # all stored chunks of the document, any version (more than present: stale ones left)
     title: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,172 @@
+"""HTTP client of the ragkit service, used by the CLI, the UI, the notebooks and load tests.
+
+Errors come back as `ServiceError` (with the service's status, code and message) or
+`ServiceUnreachable` (with how to start the service), never as raw httpx exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from dotenv import dotenv_values
+
+from ragkit.errors import ServiceError, ServiceUnreachable
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+def resolve_connection(api_url: str | None = None, token: str | None = None, env_file: str = ".env") -> tuple[str, str]:
+    """URL and token from the arguments, else the environment, else `.env`."""
+    dotenv = dotenv_values(env_file) if Path(env_file).is_file() else {}
+    url = api_url or os.environ.get("RAGKIT_API_URL") or dotenv.get("RAGKIT_API_URL") or DEFAULT_API_URL
+    secret = token or os.environ.get("INTER_SERVICE_SECRET") or dotenv.get("INTER_SERVICE_SECRET") or ""
+    # During a rotation the variable lists several secrets; any of them is accepted.
+    return url.rstrip("/"), secret.split(",")[0].strip()
+
+
+class RagkitClient:
+    def __init__(self, api_url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
+        self.api_url, self.token = resolve_connection(api_url, token)
+        self._http = httpx.Client(
+            base_url=self.api_url,
+            headers={"X-Service-Token": self.token},
+            timeout=httpx.Timeout(timeout, connect=5.0),
+        )
+
+    def __enter__(self) -> RagkitClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            error = response.json().get("error", {})
+        except (ValueError, AttributeError):
+            error = {}
+        if not isinstance(error, dict):
+            error = {}
+        message = error.get("message") or f"HTTP {response.status_code}"
+        details = {k: v for k, v in error.items() if k not in ("code", "message")}
+        raise ServiceError(response.status_code, error.get("code", "http_error"), message, **details)
+
+    # -- health -----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    def metrics_text(self) -> str:
+        try:
+            return self._http.get("/metrics").text
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+
+    # -- search and answers -----------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        collection: str,
+        *,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {"query": query, "collection": collection, "top_k": top_k, "mode": mode, "filters": filters}
+        return self._request("POST", "/api/v1/rag/search", json=body)
+
+    def query(
+        self,
+        question: str,
+        collection: str,
+        *,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        body = {"question": question, "collection": collection, "top_k": top_k, "mode": mode, "filters": filters}
+        return self._request("POST", "/api/v1/rag/query", json=body)
+
+    def query_stream(
+        self,
+        question: str,
+        collection: str,
+        *,
+        top_k: int = 5,
+        mode: str = "hybrid",
+        filters: Mapping[str, Any] | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yields (event, data): "sources", "token"…, then "done" (or "degraded" / "error")."""
+        body = {
+            "question": question,
+            "collection": collection,
+            "top_k": top_k,
+            "mode": mode,
+            "filters": filters,
+            "stream": True,
+        }
+        try:
+            with self._http.stream("POST", "/api/v1/rag/query", json=body) as response:
+                if not response.is_success:
+                    response.read()
+                    self._decode(response)
+                event = "message"
+                for line in response.iter_lines():
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        yield event, json.loads(line[5:].strip())
+                        event = "message"
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+
+    # -- collections and documents ----------------------------------------------------------
+    def collections(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v1/rag/collections")["collections"]
+
+    def collection(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v1/rag/collections/{name}")
+
+    def create_collection(
+        self, name: str, *, chunk_size: int | None = None, chunk_overlap: int | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+        return self._request("POST", "/api/v1/rag/collections", json=body)
+
+    def delete_collection(self, name: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/rag/collections/{name}")
+
+    def documents(self, collection: str, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        params = {"limit": limit, "offset": offset}
+        return self._request("GET", f"/api/v1/rag/collections/{collection}/documents", params=params)["documents"]
+
+    def ingest(self, collection: str, documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Documents as dicts: {id?, text, title?, metadata?}."""
+        return self._request(
+            "POST", f"/api/v1/rag/collections/{collection}/documents", json={"documents": list(documents)}
+        )
+
+    def upload(self, collection: str, files: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
+        """Upload (filename, content) pairs; the answer has a result per file."""
+        parts = [("files", (name, content)) for name, content in files]
+        return self._request("POST", f"/api/v1/rag/collections/{collection}/documents", files=parts)
+
+    def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/api/v1/rag/collections/{collection}/documents/{doc_id}")

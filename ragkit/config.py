@@ -1,0 +1,102 @@
+"""Settings from the environment and `.env`, validated once; `get_settings()` caches them.
+
+Variable names follow DESIGN.md §3 (some are the upstream tools' own names, such as
+`OLLAMA_HOST` and `QDRANT_URL`, so an existing environment just works).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str, default: object = None, **kwargs: object) -> object:
+    return Field(default, validation_alias=name, **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    inter_service_secret: str = _env("INTER_SERVICE_SECRET", "")
+    data_dir: Path = _env("RAGKIT_DATA_DIR", Path("data"))
+    api_url: str = _env("RAGKIT_API_URL", "http://127.0.0.1:8000")
+    ui_port: int = _env("RAGKIT_UI_PORT", 8501)
+
+    embedder: Literal["local", "ollama"] | None = _env("RAGKIT_EMBEDDER")
+    generator: Literal["extractive", "ollama"] | None = _env("RAGKIT_GENERATOR")
+    torch_threads: int = _env("RAGKIT_TORCH_THREADS", 2, ge=1, le=64)
+    embed_batch_size: int = _env("RAGKIT_EMBED_BATCH_SIZE", 64, ge=1, le=4096)
+
+    ollama_host: str | None = _env("OLLAMA_HOST")
+    ollama_embed_model: str = _env("OLLAMA_EMBED_MODEL", "nomic-embed-text")
+    ollama_chat_model: str = _env("OLLAMA_CHAT_MODEL", "llama3.2")
+    ollama_timeout_s: float = _env("RAGKIT_OLLAMA_TIMEOUT", 60.0, gt=0)
+
+    qdrant_url: str | None = _env("QDRANT_URL")
+    qdrant_api_key: str | None = _env("QDRANT_API_KEY")
+    qdrant_timeout_s: float = _env("RAGKIT_QDRANT_TIMEOUT", 10.0, gt=0)
+    qdrant_shard_number: int | None = _env("RAGKIT_QDRANT_SHARDS", None, ge=1)
+    qdrant_replication_factor: int | None = _env("RAGKIT_QDRANT_REPLICATION", None, ge=1)
+    qdrant_write_consistency: int | None = _env("RAGKIT_QDRANT_WRITE_CONSISTENCY", None, ge=1)
+
+    redis_url: str | None = _env("REDIS_URL")
+    redis_timeout_s: float = _env("RAGKIT_REDIS_TIMEOUT", 1.0, gt=0)
+    cache_ttl_s: float = _env("RAGKIT_CACHE_TTL", 300.0, ge=0)
+
+    rate_limit: str | None = _env("RAGKIT_RATE_LIMIT")
+    service_rate_limit: str | None = _env("RAGKIT_SERVICE_RATE_LIMIT")
+    jwt_secret: str | None = _env("RAGKIT_JWT_SECRET")
+    jwt_public_key: str | None = _env("RAGKIT_JWT_PUBLIC_KEY")
+    jwt_audience: str | None = _env("RAGKIT_JWT_AUDIENCE")
+    jwt_issuer: str | None = _env("RAGKIT_JWT_ISSUER")
+
+    breaker_fail_max: int = _env("RAGKIT_BREAKER_FAIL_MAX", 5, ge=1)
+    breaker_reset_s: float = _env("RAGKIT_BREAKER_RESET", 30.0, gt=0)
+
+    chunk_size: int = _env("RAGKIT_CHUNK_SIZE", 200, ge=16, le=8192)
+    chunk_overlap: int = _env("RAGKIT_CHUNK_OVERLAP", 30, ge=0)
+    max_request_bytes: int = _env("RAGKIT_MAX_REQUEST_BYTES", 32 * 1024 * 1024, ge=1024)
+    max_documents_per_request: int = _env("RAGKIT_MAX_DOCUMENTS", 2000, ge=1)
+    max_query_chars: int = _env("RAGKIT_MAX_QUERY_CHARS", 4000, ge=1)
+    max_top_k: int = _env("RAGKIT_MAX_TOP_K", 1000, ge=1)
+    optimize_after_ingest: bool = _env("RAGKIT_OPTIMIZE_AFTER_INGEST", True)
+
+    @field_validator("ollama_host", "qdrant_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def service_secrets(self) -> list[bytes]:
+        """All accepted service tokens: one normally, several while a secret is rotated."""
+        return [s.strip().encode() for s in self.inter_service_secret.split(",") if s.strip()]
+
+    @property
+    def first_service_secret(self) -> str:
+        secrets = self.service_secrets
+        return secrets[0].decode() if secrets else ""
+
+    @property
+    def embedder_kind(self) -> str:
+        return self.embedder or ("ollama" if self.ollama_host else "local")
+
+    @property
+    def generator_kind(self) -> str:
+        return self.generator or ("ollama" if self.ollama_host else "extractive")
+
+    @property
+    def store_kind(self) -> str:
+        return "qdrant" if self.qdrant_url else "edge"
+
+    @property
+    def cache_kind(self) -> str:
+        return "redis" if self.redis_url else "memory"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,377 @@
+"""Generators: the extractive answerer, the prompt, and Ollama chat through the official client."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+import ollama
+import pytest
+
+from ragkit.errors import (
+    CallerError,
+    DependencyError,
+    DependencyTimeout,
+    DependencyUnavailable,
+    UpstreamRejected,
+)
+from ragkit.generators import NOTHING_FOUND, ExtractiveGenerator, OllamaGenerator, build_messages
+from ragkit.generators.prompt import SYSTEM_PROMPT, format_context
+from ragkit.types import Hit
+from tests.support.fake_ollama import FakeOllama, _default_reply
+
+TIMEOUT_S = 0.5
+# Well under the fake's 5 s "slow", with slack for a busy CI machine.
+BOUND_S = TIMEOUT_S + 1.0
+MODEL = "llama3.2"
+
+
+def hit(number: int, text: str, title: str = "") -> Hit:
+    return Hit(
+        id=f"p{number}", score=1.0 / number, text=text, doc_id=f"d{number}", chunk_index=0, title=title
+    )
+
+
+HITS = (
+    hit(
+        1,
+        "Qdrant is a vector database written in Rust. It supports payload filtering. "
+        "Collections hold points with vectors and payloads.",
+        title="Qdrant",
+    ),
+    hit(
+        2,
+        "Ollama runs large language models locally. It exposes an HTTP API on port 11434. "
+        "Models are pulled with the ollama pull command.",
+        title="Ollama",
+    ),
+    hit(3, "Bananas are rich in potassium. They grow in tropical climates."),
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def collect(pieces) -> list[str]:  # noqa: ANN001
+    return [piece async for piece in pieces]
+
+
+def citations(answer: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
+
+
+# --- extractive ------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_extractive_cites_the_hits_it_quotes() -> None:
+    generator = ExtractiveGenerator()
+    answer = await generator.generate("Which port does the Ollama HTTP API use?", HITS)
+
+    assert answer.startswith("It exposes an HTTP API on port 11434 [2].")
+    # Every marker points at a hit in the list given, and the cited text is really in that hit.
+    for sentence, number in re.findall(r"(.+?) \[(\d+)\][.!?]", answer):
+        assert 1 <= int(number) <= len(HITS)
+        assert sentence.strip() in HITS[int(number) - 1].text
+    assert generator.name == "extractive"
+    assert generator.breaker_name == "local_generation"
+
+
+@pytest.mark.anyio
+async def test_extractive_numbers_follow_the_order_given() -> None:
+    reordered = [HITS[2], HITS[0], HITS[1]]
+    answer = await ExtractiveGenerator(max_sentences=1).generate("What is rich in potassium?", reordered)
+    assert answer == "Bananas are rich in potassium [1]."
+
+
+@pytest.mark.anyio
+async def test_extractive_without_hits_says_nothing_was_found() -> None:
+    generator = ExtractiveGenerator()
+    assert await generator.generate("anything", []) == NOTHING_FOUND
+    assert await collect(generator.stream("anything", [])) == [NOTHING_FOUND]
+    assert "nothing relevant in this collection" in NOTHING_FOUND
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "question", ["How are models pulled into Ollama?", "What does Qdrant filter?", "zzz", ""]
+)
+async def test_extractive_stream_joins_to_generate(question: str) -> None:
+    generator = ExtractiveGenerator()
+    pieces = await collect(generator.stream(question, HITS))
+    assert "".join(pieces) == await generator.generate(question, HITS)
+    assert "".join(pieces) == generator.answer(question, HITS)  # deterministic, and usable without a loop
+
+
+@pytest.mark.anyio
+async def test_extractive_streams_one_sentence_per_piece() -> None:
+    pieces = await collect(ExtractiveGenerator().stream("Qdrant vector database payload", HITS))
+    assert len(pieces) >= 2
+    assert all(len(citations(piece)) == 1 for piece in pieces)
+
+
+@pytest.mark.anyio
+async def test_extractive_respects_max_sentences_and_skips_repeats() -> None:
+    repeated = [HITS[0], hit(2, HITS[0].text)]  # overlapping chunks repeat sentences
+    answer = await ExtractiveGenerator(max_sentences=2).generate(
+        "Qdrant vector payload collections", repeated
+    )
+    assert len(citations(answer)) <= 2
+    assert set(citations(answer)) == {1}
+    assert len(set(re.findall(r"(.+?) \[\d\]", answer))) == len(citations(answer))
+
+
+@pytest.mark.anyio
+async def test_extractive_without_overlap_offers_the_top_passage() -> None:
+    answer = await ExtractiveGenerator().generate("Who painted the Mona Lisa?", HITS)
+    assert "do not answer this directly" in answer
+    assert citations(answer) == [1]
+
+
+# --- prompt --------------------------------------------------------------------------------------
+
+
+def test_prompt_numbers_passages_and_asks_for_citations() -> None:
+    messages = build_messages("What is Qdrant?", HITS)
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"] == SYSTEM_PROMPT
+    assert "[n]" in messages[1]["content"]
+    assert "does not contain" in SYSTEM_PROMPT
+    user = messages[1]["content"]
+    assert "[1] Qdrant: Qdrant is a vector database" in user
+    assert "[2] Ollama: Ollama runs" in user
+    assert "[3] Bananas are rich" in user  # no title: no dangling colon
+    assert user.rstrip().endswith("Answer (cite passages as [n]):")
+    assert "Question: What is Qdrant?" in user
+
+
+def test_prompt_budget_drops_later_passages_but_keeps_numbers() -> None:
+    context = format_context(HITS, max_chars=150)
+    assert context.startswith("[1] Qdrant:")
+    assert "[3]" not in context
+    assert len(context) <= 150
+    long = [hit(1, "word " * 500, title="Long"), HITS[1]]
+    context = format_context(long, max_chars=300)
+    assert context.startswith("[1] Long: word word")
+    assert context.endswith(" …")
+    assert len(context) <= 300
+
+
+def test_prompt_without_hits_says_so() -> None:
+    assert "(no passages were found)" in build_messages("q", [])[1]["content"]
+
+
+# --- Ollama --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fake_server() -> Iterator[FakeOllama]:
+    with FakeOllama(slow_seconds=5.0) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_server: FakeOllama) -> FakeOllama:
+    fake_server.start()
+    fake_server.mode = "ok"
+    fake_server.chat_reply = None
+    fake_server.reset_counters()
+    return fake_server
+
+
+@pytest.fixture
+async def make_generator(fake: FakeOllama) -> AsyncIterator[Callable[..., OllamaGenerator]]:
+    """OllamaGenerators on the fake server, closed after the test (their pooled connections too)."""
+    made: list[OllamaGenerator] = []
+
+    def make(**kwargs: Any) -> OllamaGenerator:
+        generator = OllamaGenerator(fake.url, MODEL, TIMEOUT_S, **kwargs)
+        made.append(generator)
+        return generator
+
+    yield make
+    for generator in made:
+        await generator.aclose()
+
+
+@pytest.mark.anyio
+async def test_ollama_generate_sends_the_prompt_and_returns_a_cited_answer(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    generator = make_generator(options={"temperature": 0})
+    answer = await generator.generate("What is Qdrant?", HITS)
+
+    assert answer.startswith("According to the context, Qdrant is a vector database")
+    assert citations(answer) == [1]
+    (body,) = fake.bodies("/api/chat")
+    assert body["model"] == MODEL
+    assert body["stream"] is False
+    assert body["options"] == {"temperature": 0}
+    assert body["messages"] == build_messages("What is Qdrant?", HITS)
+    assert generator.name == f"ollama:{MODEL}"
+    assert generator.breaker_name == "ollama_generation"
+    await generator.aclose()
+
+
+@pytest.mark.anyio
+async def test_ollama_stream_yields_deltas_that_join_to_the_answer(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    generator = make_generator()
+    pieces = await collect(generator.stream("What is Qdrant?", HITS))
+
+    assert len(pieces) > 3
+    assert all(pieces)
+    assert "".join(pieces) == await generator.generate("What is Qdrant?", HITS)
+    assert [b["stream"] for b in fake.bodies("/api/chat")] == [True, False]
+
+
+@pytest.mark.anyio
+async def test_ollama_stream_pieces_arrive_as_they_are_produced(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    fake.stream_delay = 0.05
+    try:
+        arrivals = []
+        started = time.perf_counter()
+        async for _ in make_generator().stream("What is Qdrant?", HITS):
+            arrivals.append(time.perf_counter() - started)
+    finally:
+        fake.stream_delay = 0.0
+    # Not buffered until the end: the first piece comes well before the last.
+    assert arrivals[-1] - arrivals[0] > 0.05 * (len(arrivals) - 2)
+
+
+@pytest.mark.anyio
+async def test_ollama_without_hits_answers_without_asking_the_model(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    generator = make_generator()
+    assert await generator.generate("anything", []) == NOTHING_FOUND
+    assert await collect(generator.stream("anything", [])) == [NOTHING_FOUND]
+    assert fake.count() == 0
+
+
+FAULTS = [
+    ("slow", DependencyTimeout, "did not answer within 0.5 s"),
+    ("error", DependencyUnavailable, "HTTP 500"),
+    ("busy", DependencyUnavailable, "busy"),
+    ("reset", DependencyUnavailable, "dropped the connection"),
+    ("unknown_model", UpstreamRejected, f"ollama pull {MODEL}"),
+]
+
+
+def check_fault(error: BaseException, expected: type[Exception], in_message: str, fake: FakeOllama) -> None:
+    assert isinstance(error, expected)
+    assert in_message in error.message  # type: ignore[attr-defined]
+    assert fake.url in error.message  # type: ignore[attr-defined]
+    assert error.__cause__ is not None
+    assert isinstance(error, CallerError if expected is UpstreamRejected else DependencyError)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("mode", "error", "in_message"), FAULTS)
+async def test_ollama_generate_faults(
+    fake: FakeOllama,
+    make_generator: Callable[..., OllamaGenerator],
+    mode: str,
+    error: type[Exception],
+    in_message: str,
+) -> None:
+    fake.mode = mode
+    started = time.perf_counter()
+    with pytest.raises(error) as caught:
+        await make_generator().generate("What is Qdrant?", HITS)
+    assert time.perf_counter() - started < BOUND_S
+    check_fault(caught.value, error, in_message, fake)
+    assert fake.count("/api/chat") == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("mode", "error", "in_message"), FAULTS)
+async def test_ollama_stream_faults(
+    fake: FakeOllama,
+    make_generator: Callable[..., OllamaGenerator],
+    mode: str,
+    error: type[Exception],
+    in_message: str,
+) -> None:
+    fake.mode = mode
+    started = time.perf_counter()
+    with pytest.raises(error) as caught:
+        await collect(make_generator().stream("What is Qdrant?", HITS))
+    assert time.perf_counter() - started < BOUND_S
+    check_fault(caught.value, error, in_message, fake)
+
+
+@pytest.mark.anyio
+async def test_ollama_stream_failing_mid_answer(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    fake.mode = "stream_error"
+    received: list[str] = []
+    with pytest.raises(DependencyUnavailable, match="failed mid-answer"):
+        async for piece in make_generator().stream("What is Qdrant?", HITS):
+            received.append(piece)
+    assert len(received) == 1  # what arrived before the failure was passed on
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_ollama_stopped_server_is_unavailable(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator], streaming: bool
+) -> None:
+    generator = make_generator()
+    await generator.generate("warm a pooled connection", HITS)
+    fake.stop()
+    fake.reset_counters()
+
+    with pytest.raises(DependencyUnavailable, match="cannot connect to Ollama") as caught:
+        if streaming:
+            await collect(generator.stream("What is Qdrant?", HITS))
+        else:
+            await generator.generate("What is Qdrant?", HITS)
+    assert fake.url in caught.value.message
+    assert fake.count() == 0
+
+    fake.start()
+    assert citations(await generator.generate("What is Qdrant?", HITS)) == [1]
+
+
+@pytest.mark.anyio
+async def test_ollama_slow_only_on_chat_leaves_other_routes_alone(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    # Per-route faults let pipeline tests break generation while embeddings keep working.
+    fake.set_mode("slow", "/api/chat", seconds=5)
+    with pytest.raises(DependencyTimeout):
+        await make_generator().generate("What is Qdrant?", HITS)
+    async with ollama.AsyncClient(host=fake.url, timeout=TIMEOUT_S) as client:
+        assert len((await client.embed(model="m", input=["x"])).embeddings) == 1
+
+
+@pytest.mark.anyio
+async def test_ollama_consumer_stopping_early_releases_the_stream(
+    fake: FakeOllama, make_generator: Callable[..., OllamaGenerator]
+) -> None:
+    fake.stream_delay = 0.05
+    try:
+        stream = make_generator().stream("What is Qdrant?", HITS)
+        first = await anext(stream)
+        await stream.aclose()
+    finally:
+        fake.stream_delay = 0.0
+    assert first
+    answer = await make_generator().generate("What is Qdrant?", HITS)
+    assert citations(answer) == [1]
+
+
+def test_fake_reply_uses_the_first_passage() -> None:
+    # The fake is itself test code; pin the contract other tests (pipeline, service) rely on.
+    messages: Sequence[dict[str, str]] = build_messages("q", HITS)
+    assert _default_reply(list(messages)).endswith("[1].")
+    assert "does not contain" in _default_reply([{"role": "user", "content": "no passages"}])
