@@ -3,6 +3,8 @@
 Every fallback is reported, never silent: the result says `degraded` and lists `reasons`.
 * embedding unavailable → sparse (BM25) search instead of dense / hybrid;
 * generation unavailable → an extractive answer from the retrieved chunks, with citations;
+  (a model the Ollama host does not have degrades the same way, with the fix in the reason,
+  but never counts against the breaker: the host answered);
 * vector store unavailable → the cached result of the same request if there is one, else the
   error (503 + Retry-After).
 """
@@ -20,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ragkit.breakers import BreakerBoard
-from ragkit.errors import DependencyError, InvalidInput
+from ragkit.errors import DependencyError, InvalidInput, RagkitError, UpstreamRejected
 from ragkit.ingest import check_embedder
 from ragkit.metrics import Metrics
 from ragkit.sparse import Bm25Encoder
@@ -170,7 +172,7 @@ class Pipeline:
             t = time.perf_counter()
             try:
                 dense = await self._embed_query(query)
-            except DependencyError as exc:
+            except (DependencyError, UpstreamRejected) as exc:
                 result.mode_used = "sparse"
                 self._degrade(result, "embedding_unavailable", f"embedding unavailable ({exc.message}); "
                               "fell back to sparse (BM25) search")
@@ -235,7 +237,7 @@ class Pipeline:
             try:
                 with self.breakers[self.generator.breaker_name].guard():
                     result.answer = await self.generator.generate(found.query, found.hits)
-            except DependencyError as exc:
+            except (DependencyError, UpstreamRejected) as exc:
                 self._degrade_generation(result, exc)
                 result.answer = await self.fallback_generator.generate(found.query, found.hits)
         self._finish_generation(result, t)
@@ -252,7 +254,7 @@ class Pipeline:
             timings_ms={"retrieval": found.timings_ms.get("total", 0.0)},
         )
 
-    def _degrade_generation(self, result: AnswerResult, exc: DependencyError) -> None:
+    def _degrade_generation(self, result: AnswerResult, exc: RagkitError) -> None:
         result.generator = self.fallback_generator.name
         self._degrade(
             result, "generation_unavailable",
@@ -290,7 +292,7 @@ class Pipeline:
                 async for piece in generator.stream(found.query, found.hits):
                     pieces.append(piece)
                     yield "token", {"text": piece}
-        except DependencyError as exc:
+        except (DependencyError, UpstreamRejected) as exc:
             if pieces:
                 # Half an answer is already on the user's screen: say it broke off, do not
                 # append a second, different answer to it.

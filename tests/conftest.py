@@ -57,8 +57,10 @@ class Stack:
         self.anon.close()
 
 
-def start_stack(data_dir: Path, embedder, **overrides: object) -> tuple[Stack, LiveServer]:  # noqa: ANN001
+def start_stack(data_dir: Path, shared_embedder, **overrides: object) -> tuple[Stack, LiveServer]:  # noqa: ANN001
     settings = make_settings(data_dir, **overrides)
+    # The loaded MiniLM model is shared between stacks; an Ollama embedder is built per stack.
+    embedder = shared_embedder if settings.embedder_kind == "local" else None
     services = build_services(settings, embedder=embedder)
     server = LiveServer(create_app(settings, services))
     server.__enter__()
