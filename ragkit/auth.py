@@ -70,9 +70,7 @@ class ServiceTokens:
 class JwtVerifier:
     """End-user bearer tokens; the `scope` claim holds space-separated scopes."""
 
-    def __init__(
-        self, *, secret: str | None, public_key: str | None, audience: str | None, issuer: str | None
-    ) -> None:
+    def __init__(self, *, secret: str | None, public_key: str | None, audience: str | None, issuer: str | None) -> None:
         if not (secret or public_key):
             raise ConfigurationError("JwtVerifier needs RAGKIT_JWT_SECRET or RAGKIT_JWT_PUBLIC_KEY")
         self._key = public_key or secret

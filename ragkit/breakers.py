@@ -85,7 +85,7 @@ class Breaker:
 
     @property
     def state(self) -> str:
-        """"closed", "open" or "half_open" — as reported in /health."""
+        """ "closed", "open" or "half_open" — as reported in /health."""
         state = self._cb.current_state
         if state == pybreaker.STATE_OPEN and self._probing:
             return "half_open"
@@ -160,9 +160,7 @@ class BreakerBoard:
     def __init__(
         self, names: tuple[str, ...], *, fail_max: int, reset_timeout: float, metrics: Metrics | None = None
     ) -> None:
-        self._breakers = {
-            n: Breaker(n, fail_max=fail_max, reset_timeout=reset_timeout, metrics=metrics) for n in names
-        }
+        self._breakers = {n: Breaker(n, fail_max=fail_max, reset_timeout=reset_timeout, metrics=metrics) for n in names}
 
     def __getitem__(self, name: str) -> Breaker:
         return self._breakers[name]

@@ -163,8 +163,7 @@ class BreakerOpen(DependencyError):
     def __init__(self, breaker: str, retry_after: float) -> None:
         super().__init__(
             breaker,
-            f"'{breaker}' is failing; its circuit breaker is open and calls fail fast "
-            f"for another {retry_after:.1f} s",
+            f"'{breaker}' is failing; its circuit breaker is open and calls fail fast for another {retry_after:.1f} s",
             retry_after=max(retry_after, 0.1),
         )
 

@@ -51,6 +51,14 @@ def check_embedder(spec: CollectionSpec, embedder: Embedder) -> None:
         raise EmbedderMismatch(spec.name, spec.embedder, spec.dimension, embedder.name, embedder.dimension)
 
 
+async def learn_dimension(embedder: Embedder, breakers: BreakerBoard) -> None:
+    """A remote model tells its vector size only when asked (one probe, then remembered)."""
+    ensure_dimension = getattr(embedder, "ensure_dimension", None)
+    if ensure_dimension is not None:
+        with breakers[embedder.breaker_name].guard():
+            await ensure_dimension()
+
+
 def embedding_text(chunk: Chunk) -> str:
     """What both vectors see: the title gives every chunk of a document its topic."""
     return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
@@ -67,6 +75,15 @@ def unique_documents(documents: Iterable[Document]) -> list[Document]:
         seen.add(doc.id)
         result.append(doc)
     return result
+
+
+def plan_chunks(doc: Document, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]) -> list[Chunk]:
+    """The chunks ingestion writes for ``doc`` (also used to show chunk lengths without the service)."""
+    # The title is embedded with every chunk, so it takes part of the token budget.
+    title_tokens = count_tokens(doc.title) + 1 if doc.title else 0
+    size = max(chunk_size - title_tokens, MIN_CHUNK_TOKENS)
+    overlap = min(chunk_overlap, size // 2)
+    return chunk_document(doc, chunk_size=size, chunk_overlap=overlap, count_tokens=count_tokens)
 
 
 class Ingestor:
@@ -90,11 +107,7 @@ class Ingestor:
             return await asyncio.to_thread(fn, *args)
 
     def _chunks_of(self, doc: Document, spec: CollectionSpec) -> list[Chunk]:
-        # The title is embedded with every chunk, so it takes part of the token budget.
-        title_tokens = self._embedder.count_tokens(doc.title) + 1 if doc.title else 0
-        size = max(spec.chunk_size - title_tokens, MIN_CHUNK_TOKENS)
-        overlap = min(spec.chunk_overlap, size // 2)
-        return chunk_document(doc, chunk_size=size, chunk_overlap=overlap, count_tokens=self._embedder.count_tokens)
+        return plan_chunks(doc, spec.chunk_size, spec.chunk_overlap, self._embedder.count_tokens)
 
     async def ingest(
         self,
@@ -106,6 +119,7 @@ class Ingestor:
         report = IngestReport()
         documents = unique_documents(documents)
         spec = await self._store_call("qdrant_search", self._store.get_collection, collection)
+        await learn_dimension(self._embedder, self._breakers)
         check_embedder(spec, self._embedder)
 
         pending: list[tuple[Document, str, list[Chunk]]] = []
@@ -176,9 +190,7 @@ class Ingestor:
                 cursor += 1
         await self._store_call("qdrant_upsert", self._store.upsert, spec.name, points)
         for doc, digest, chunks in batch:
-            await self._store_call(
-                "qdrant_upsert", self._store.delete_stale, spec.name, doc.id, digest, len(chunks)
-            )
+            await self._store_call("qdrant_upsert", self._store.delete_stale, spec.name, doc.id, digest, len(chunks))
             report.ingested += 1
             report.chunks += len(chunks)
             report.document_ids.append(doc.id)

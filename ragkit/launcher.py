@@ -21,8 +21,9 @@ ENV_FILE = Path(".env")
 
 def ensure_secret(env_file: Path = ENV_FILE) -> str:
     """The service token from the environment or .env; a fresh one written to .env if neither has it."""
-    current = os.environ.get("INTER_SERVICE_SECRET") or (dotenv_values(env_file).get("INTER_SERVICE_SECRET")
-                                                          if env_file.is_file() else None)
+    current = os.environ.get("INTER_SERVICE_SECRET") or (
+        dotenv_values(env_file).get("INTER_SERVICE_SECRET") if env_file.is_file() else None
+    )
     if current:
         return current
     secret = new_secret()
@@ -67,13 +68,19 @@ def ingest_samples(url: str, secret: str, samples: Path) -> None:
             {"id": d.id, "text": d.text, "title": d.title, "metadata": dict(d.metadata)} for d in load_path(samples)
         ]
         result = client.ingest(SAMPLE_COLLECTION, docs)
-        click.echo(f"sample collection '{SAMPLE_COLLECTION}': {result['ingested']} documents, {result['chunks']} chunks")
+        click.echo(
+            f"sample collection '{SAMPLE_COLLECTION}': {result['ingested']} documents, {result['chunks']} chunks"
+        )
 
 
 def run_workbench(*, port: int, ui_port: int, with_ui: bool, samples: Path) -> None:
     secret = ensure_secret()
-    env = {**os.environ, "INTER_SERVICE_SECRET": secret, "RAGKIT_API_URL": f"http://127.0.0.1:{port}",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "INTER_SERVICE_SECRET": secret,
+        "RAGKIT_API_URL": f"http://127.0.0.1:{port}",
+        "HF_HUB_OFFLINE": "1",
+    }
     url = env["RAGKIT_API_URL"]
     children = [subprocess.Popen([sys.executable, "-m", "ragkit", "serve", "--port", str(port)], env=env)]
     try:
@@ -83,8 +90,19 @@ def run_workbench(*, port: int, ui_port: int, with_ui: bool, samples: Path) -> N
         if with_ui and Path("app.py").is_file():
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(ui_port),
-                     "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "streamlit",
+                        "run",
+                        "app.py",
+                        "--server.port",
+                        str(ui_port),
+                        "--server.headless",
+                        "true",
+                        "--browser.gatherUsageStats",
+                        "false",
+                    ],
                     env=env,
                 )
             )
@@ -95,7 +113,7 @@ def run_workbench(*, port: int, ui_port: int, with_ui: bool, samples: Path) -> N
         click.echo(
             "\nEvery /api/v1 call needs the token from .env:\n"
             "  export INTER_SERVICE_SECRET=$(sed -n 's/^INTER_SERVICE_SECRET=//p' .env)\n"
-            f"  curl -s -H \"X-Service-Token: $INTER_SERVICE_SECRET\" "
+            f'  curl -s -H "X-Service-Token: $INTER_SERVICE_SECRET" '
             f"'{url}/api/v1/rag/search?collection={SAMPLE_COLLECTION}&query=circuit+breakers'\n"
             f"  curl -s {url}/health\n\nPress Ctrl+C to stop."
         )

@@ -33,7 +33,9 @@ class Metrics:
             "ragkit_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["breaker"], registry=r
         )
         self.breaker_transitions = Counter(
-            "ragkit_breaker_transitions", "Circuit breaker state changes", ["breaker", "from_state", "to_state"],
+            "ragkit_breaker_transitions",
+            "Circuit breaker state changes",
+            ["breaker", "from_state", "to_state"],
             registry=r,
         )
         self.breaker_rejections = Counter(

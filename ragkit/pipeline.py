@@ -168,14 +168,19 @@ class Pipeline:
 
         dense = None
         if mode != "sparse":
-            check_embedder(spec, self.embedder)
+            if spec.embedder != self.embedder.name:
+                check_embedder(spec, self.embedder)  # raises before any model is called
             t = time.perf_counter()
             try:
                 dense = await self._embed_query(query)
+                check_embedder(spec, self.embedder)  # the dimension is surely known once it embedded
             except (DependencyError, UpstreamRejected) as exc:
                 result.mode_used = "sparse"
-                self._degrade(result, "embedding_unavailable", f"embedding unavailable ({exc.message}); "
-                              "fell back to sparse (BM25) search")
+                self._degrade(
+                    result,
+                    "embedding_unavailable",
+                    f"embedding unavailable ({exc.message}); fell back to sparse (BM25) search",
+                )
             result.timings_ms["embed"] = _ms(t)
             self.metrics.stage_latency.labels("embed").observe(result.timings_ms["embed"] / 1000)
         sparse = self._query_encoder.embed_query(query) if result.mode_used != "dense" else None
@@ -257,7 +262,8 @@ class Pipeline:
     def _degrade_generation(self, result: AnswerResult, exc: RagkitError) -> None:
         result.generator = self.fallback_generator.name
         self._degrade(
-            result, "generation_unavailable",
+            result,
+            "generation_unavailable",
             f"generation unavailable ({exc.message}); answered extractively from the retrieved passages",
         )
 
@@ -278,12 +284,15 @@ class Pipeline:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         result = self._answer_from(found)
-        yield "sources", {
-            "sources": [hit_to_dict(h) for h in found.hits],
-            "mode_used": found.mode_used,
-            "degraded": found.degraded,
-            "reasons": list(found.reasons),
-        }
+        yield (
+            "sources",
+            {
+                "sources": [hit_to_dict(h) for h in found.hits],
+                "mode_used": found.mode_used,
+                "degraded": found.degraded,
+                "reasons": list(found.reasons),
+            },
+        )
         t = time.perf_counter()
         pieces: list[str] = []
         generator = self.generator if found.hits else self.fallback_generator
@@ -308,10 +317,13 @@ class Pipeline:
             result.generator = generator.name
         result.answer = "".join(pieces)
         self._finish_generation(result, t)
-        yield "done", {
-            "answer": result.answer,
-            "generator": result.generator,
-            "degraded": result.degraded,
-            "reasons": result.reasons,
-            "timings_ms": result.timings_ms,
-        }
+        yield (
+            "done",
+            {
+                "answer": result.answer,
+                "generator": result.generator,
+                "degraded": result.degraded,
+                "reasons": result.reasons,
+                "timings_ms": result.timings_ms,
+            },
+        )

@@ -22,7 +22,9 @@ class RateLimit:
     def parse(cls, text: str, variable: str) -> RateLimit:
         match = _PATTERN.match(text)
         if not match or int(match.group(1)) < 1:
-            raise ConfigurationError(f"{variable}='{text}' is not a rate such as '100/minute' (second, minute, hour, day)")
+            raise ConfigurationError(
+                f"{variable}='{text}' is not a rate such as '100/minute' (second, minute, hour, day)"
+            )
         return cls(int(match.group(1)), _UNITS[match.group(2).lower()])
 
 
@@ -40,6 +42,7 @@ class RateLimiter:
         if count > rule.limit:
             retry_after = rule.window_seconds - (time.time() % rule.window_seconds)
             raise RateLimited(
-                f"rate limit of {rule.limit} requests per {rule.window_seconds} s exceeded; retry in {retry_after:.0f} s",
+                f"rate limit of {rule.limit} requests per {rule.window_seconds} s exceeded; "
+                f"retry in {retry_after:.0f} s",
                 retry_after=retry_after,
             )

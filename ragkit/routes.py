@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from ragkit.auth import Principal
 from ragkit.chunking import validate_chunking
 from ragkit.errors import InvalidInput, PayloadTooLarge, RagkitError
+from ragkit.ingest import learn_dimension
 from ragkit.loaders import load_bytes
 from ragkit.pipeline import hit_to_dict
 from ragkit.schemas import (
@@ -154,13 +155,12 @@ async def create_collection(body: CreateCollectionRequest, request: Request) -> 
     settings = services.settings
     validate_collection_name(body.name)
     chunk_size = body.chunk_size if body.chunk_size is not None else settings.chunk_size
-    chunk_overlap = body.chunk_overlap if body.chunk_overlap is not None else min(settings.chunk_overlap, chunk_size // 2)
+    chunk_overlap = (
+        body.chunk_overlap if body.chunk_overlap is not None else min(settings.chunk_overlap, chunk_size // 2)
+    )
     validate_chunking(chunk_size, chunk_overlap)
     embedder = services.embedder
-    ensure_dimension = getattr(embedder, "ensure_dimension", None)
-    if ensure_dimension is not None:  # a remote embedder learns its dimension from the model
-        with services.breakers[embedder.breaker_name].guard():
-            await ensure_dimension()
+    await learn_dimension(embedder, services.breakers)
     spec = CollectionSpec(
         name=body.name,
         embedder=embedder.name,
@@ -242,7 +242,7 @@ async def ingest(name: str, request: Request) -> dict[str, Any]:
         body = IngestRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise InvalidInput(
-            "send JSON {\"documents\": [{\"text\": ...}]} or multipart files; "
+            'send JSON {"documents": [{"text": ...}]} or multipart files; '
             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         ) from exc
     if not body.documents:

@@ -10,16 +10,28 @@ from ragkit.types import CollectionSpec
 from tests.conftest import SECRET, Stack
 
 DOCS = [
-    {"id": "breakers", "title": "Circuit breakers",
-     "text": "A circuit breaker opens after five consecutive failures of a dependency. While it is open, "
-             "calls fail fast with status 503 and a Retry-After header. After thirty seconds one probe is let "
-             "through.", "metadata": {"topic": "resilience", "year": 2024}},
-    {"id": "tokens", "title": "Service tokens",
-     "text": "Every API route needs the X-Service-Token header. To rotate the secret, list the new and the old "
-             "secret separated by a comma, restart, then remove the old one.", "metadata": {"topic": "security"}},
-    {"id": "ingest", "title": "Ingestion",
-     "text": "Unchanged documents are skipped by their content hash. A changed document replaces its chunks "
-             "without leaving stale chunks behind.", "metadata": {"topic": "ingestion", "year": 2025}},
+    {
+        "id": "breakers",
+        "title": "Circuit breakers",
+        "text": "A circuit breaker opens after five consecutive failures of a dependency. While it is open, "
+        "calls fail fast with status 503 and a Retry-After header. After thirty seconds one probe is let "
+        "through.",
+        "metadata": {"topic": "resilience", "year": 2024},
+    },
+    {
+        "id": "tokens",
+        "title": "Service tokens",
+        "text": "Every API route needs the X-Service-Token header. To rotate the secret, list the new and the old "
+        "secret separated by a comma, restart, then remove the old one.",
+        "metadata": {"topic": "security"},
+    },
+    {
+        "id": "ingest",
+        "title": "Ingestion",
+        "text": "Unchanged documents are skipped by their content hash. A changed document replaces its chunks "
+        "without leaving stale chunks behind.",
+        "metadata": {"topic": "ingestion", "year": 2025},
+    },
 ]
 
 
@@ -53,8 +65,13 @@ def test_health_is_open_and_lists_every_breaker(stack: Stack) -> None:
     body = stack.anon.get("/health").json()
     assert body["status"] == "ok"
     assert set(body["circuit_breakers"]) >= {
-        "ollama_embedding", "ollama_generation", "qdrant_search", "qdrant_upsert", "redis",
-        "local_embedding", "local_generation",
+        "ollama_embedding",
+        "ollama_generation",
+        "qdrant_search",
+        "qdrant_upsert",
+        "redis",
+        "local_embedding",
+        "local_generation",
     }
     assert set(body["circuit_breakers"].values()) == {"closed"}
     assert body["dependencies"]["store"]["backend"] == "edge"
@@ -80,13 +97,25 @@ def test_openapi_docs_are_served(stack: Stack) -> None:
 
 
 # -- auth -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("headers", [{}, {"X-Service-Token": "wrong" * 10}, {"X-Service-Token": ""},
-                                     {"X-Service-Token": "é".encode() * 40}, {"Authorization": "Bearer nope"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Service-Token": "wrong" * 10},
+        {"X-Service-Token": ""},
+        {"X-Service-Token": "é".encode() * 40},
+        {"Authorization": "Bearer nope"},
+    ],
+)
 def test_every_api_route_needs_the_token(stack: Stack, headers: dict) -> None:
     bodies = set()
-    for method, path in [("GET", "/api/v1/rag/collections"), ("POST", "/api/v1/rag/search"),
-                         ("POST", "/api/v1/rag/query"), ("DELETE", "/api/v1/rag/collections/x"),
-                         ("GET", "/api/rag/collections")]:
+    for method, path in [
+        ("GET", "/api/v1/rag/collections"),
+        ("POST", "/api/v1/rag/search"),
+        ("POST", "/api/v1/rag/query"),
+        ("DELETE", "/api/v1/rag/collections/x"),
+        ("GET", "/api/rag/collections"),
+    ]:
         response = stack.anon.request(method, path, headers=headers, json={})
         assert response.status_code == 401, (method, path)
         bodies.add(response.text)
@@ -197,9 +226,7 @@ def test_too_many_documents_and_too_large_bodies_are_413(stack_factory) -> None:
         "/api/v1/rag/collections/handbook/documents", json={"documents": [{"text": f"doc {i}"} for i in range(6)]}
     )
     assert response.status_code == 413 and "5" in error_of(response)["message"]
-    huge = small.http.post(
-        "/api/v1/rag/collections/handbook/documents", json={"documents": [{"text": "x" * 200_000}]}
-    )
+    huge = small.http.post("/api/v1/rag/collections/handbook/documents", json={"documents": [{"text": "x" * 200_000}]})
     assert huge.status_code == 413
     assert error_of(huge)["code"] == "payload_too_large"
 
@@ -241,16 +268,18 @@ def test_delete_document_removes_all_its_chunks(loaded: Stack) -> None:
     ingest(loaded, [long_doc])
     removed = loaded.http.delete("/api/v1/rag/collections/handbook/documents/guide/long.md")
     assert removed.status_code == 200 and removed.json()["chunks"] > 1
-    hits = loaded.http.post("/api/v1/rag/search", json={"query": "ledgers", "collection": "handbook",
-                                                         "top_k": 10}).json()["results"]
+    hits = loaded.http.post(
+        "/api/v1/rag/search", json={"query": "ledgers", "collection": "handbook", "top_k": 10}
+    ).json()["results"]
     assert all(h["doc_id"] != "guide/long.md" for h in hits)
     missing = loaded.http.delete("/api/v1/rag/collections/handbook/documents/guide/long.md")
     assert missing.status_code == 404 and error_of(missing)["code"] == "document_not_found"
 
 
 def test_embedder_mismatch_is_409_and_says_which(stack: Stack) -> None:
-    spec = CollectionSpec(name="legacy", embedder="ollama:nomic-embed-text", dimension=768, chunk_size=200,
-                          chunk_overlap=30)
+    spec = CollectionSpec(
+        name="legacy", embedder="ollama:nomic-embed-text", dimension=768, chunk_size=200, chunk_overlap=30
+    )
     stack.services.store.create_collection(spec)
     search = stack.http.post("/api/v1/rag/search", json={"query": "x", "collection": "legacy", "mode": "dense"})
     assert search.status_code == 409
@@ -264,8 +293,8 @@ def test_embedder_mismatch_is_409_and_says_which(stack: Stack) -> None:
 @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
 def test_search_finds_the_relevant_document_in_every_mode(loaded: Stack, mode: str) -> None:
     response = loaded.http.post(
-        "/api/v1/rag/search", json={"query": "how do I rotate the service secret?", "collection": "handbook",
-                                    "mode": mode, "top_k": 3},
+        "/api/v1/rag/search",
+        json={"query": "how do I rotate the service secret?", "collection": "handbook", "mode": mode, "top_k": 3},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -277,11 +306,13 @@ def test_search_finds_the_relevant_document_in_every_mode(loaded: Stack, mode: s
 
 
 def test_search_filters_and_get_form(loaded: Stack) -> None:
-    body = loaded.http.post("/api/v1/rag/search", json={"query": "failures", "collection": "handbook",
-                                                        "filters": {"topic": "security"}}).json()
+    body = loaded.http.post(
+        "/api/v1/rag/search", json={"query": "failures", "collection": "handbook", "filters": {"topic": "security"}}
+    ).json()
     assert {h["doc_id"] for h in body["results"]} == {"tokens"}
-    any_of = loaded.http.post("/api/v1/rag/search", json={"query": "failures", "collection": "handbook",
-                                                          "filters": {"year": [2024, 2025]}}).json()
+    any_of = loaded.http.post(
+        "/api/v1/rag/search", json={"query": "failures", "collection": "handbook", "filters": {"year": [2024, 2025]}}
+    ).json()
     assert {h["doc_id"] for h in any_of["results"]} == {"breakers", "ingest"}
     got = loaded.http.get("/api/v1/rag/search", params={"query": "breaker", "collection": "handbook", "top_k": 1})
     assert got.status_code == 200 and len(got.json()["results"]) == 1
@@ -310,15 +341,20 @@ def test_bad_searches_are_422(loaded: Stack, body: dict) -> None:
 
 
 def test_hostile_queries_are_just_text(loaded: Stack) -> None:
-    for query in ["'; DROP TABLE points; --", "<script>alert(1)</script>", "\u0000\u202e\U0001f4a5", "../../etc/passwd"]:
+    for query in [
+        "'; DROP TABLE points; --",
+        "<script>alert(1)</script>",
+        "\u0000\u202e\U0001f4a5",
+        "../../etc/passwd",
+    ]:
         response = loaded.http.post("/api/v1/rag/search", json={"query": query, "collection": "handbook"})
         assert response.status_code == 200, (query, response.text)
 
 
 def test_query_answers_with_numbered_citations(loaded: Stack) -> None:
     response = loaded.http.post(
-        "/api/v1/rag/query", json={"question": "What happens after five consecutive failures?",
-                                   "collection": "handbook", "top_k": 3},
+        "/api/v1/rag/query",
+        json={"question": "What happens after five consecutive failures?", "collection": "handbook", "top_k": 3},
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -330,8 +366,11 @@ def test_query_answers_with_numbered_citations(loaded: Stack) -> None:
 
 def test_query_streams_server_sent_events(loaded: Stack) -> None:
     events = []
-    with loaded.http.stream("POST", "/api/v1/rag/query", json={"question": "How are tokens rotated?",
-                                                                "collection": "handbook", "stream": True}) as r:
+    with loaded.http.stream(
+        "POST",
+        "/api/v1/rag/query",
+        json={"question": "How are tokens rotated?", "collection": "handbook", "stream": True},
+    ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         event = None
@@ -368,3 +407,14 @@ def test_unknown_routes_and_methods(stack: Stack) -> None:
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
     wrong_method = stack.http.put("/api/v1/rag/search", json={})
     assert wrong_method.status_code in (401, 405)
+
+
+def test_client_round_trip_with_awkward_document_ids(loaded: Stack) -> None:
+    from ragkit.client import RagkitClient
+
+    awkward = "notes/a b?c#d%.md"
+    with RagkitClient(loaded.url, SECRET) as client:
+        assert client.ingest("handbook", [{"id": awkward, "text": "Awkward ids survive the trip."}])["ingested"] == 1
+        assert awkward in [d["doc_id"] for d in client.documents("handbook")]
+        assert client.delete_document("handbook", awkward)["deleted"] == awkward
+        assert awkward not in [d["doc_id"] for d in client.documents("handbook")]

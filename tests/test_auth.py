@@ -31,8 +31,14 @@ def test_service_refuses_to_start_without_a_strong_secret(tmp_path: Path, secret
 
 def test_ragkit_serve_exits_with_the_reason(tmp_path: Path) -> None:
     env = {**os.environ, "INTER_SERVICE_SECRET": "too-short", "RAGKIT_DATA_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "ragkit", "serve", "--port", "1"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "ragkit", "serve", "--port", "1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "refuses to start" in done.stderr and "32" in done.stderr
 
@@ -88,14 +94,18 @@ def test_end_user_tokens_carry_scopes(stack_factory) -> None:  # noqa: ANN001
     assert as_user(user_token("read write admin"), "DELETE", "/api/v1/rag/collections/docs") == 200
     assert as_user(user_token("read", expires_in=-10), "GET", "/api/v1/rag/collections") == 401
     assert as_user(user_token("read", aud="someone-else"), "GET", "/api/v1/rag/collections") == 401
-    forged = jwt.encode({"sub": "eve", "scope": "admin", "exp": int(time.time()) + 60, "aud": "ragkit"},
-                        "not-the-key-" + "x" * 32, algorithm="HS256")
+    forged = jwt.encode(
+        {"sub": "eve", "scope": "admin", "exp": int(time.time()) + 60, "aud": "ragkit"},
+        "not-the-key-" + "x" * 32,
+        algorithm="HS256",
+    )
     assert as_user(forged, "GET", "/api/v1/rag/collections") == 401
 
 
 def test_rate_limits_answer_429_with_retry_after(stack_factory) -> None:  # noqa: ANN001
-    stack = stack_factory(service_rate_limit="3/minute", jwt_secret=JWT_KEY, jwt_audience="ragkit",
-                          rate_limit="2/minute")
+    stack = stack_factory(
+        service_rate_limit="3/minute", jwt_secret=JWT_KEY, jwt_audience="ragkit", rate_limit="2/minute"
+    )
     codes = [stack.http.get("/api/v1/rag/collections").status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     limited = stack.http.get("/api/v1/rag/collections")

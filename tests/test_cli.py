@@ -74,7 +74,9 @@ def test_errors_are_one_readable_line(run, tmp_path: Path) -> None:  # noqa: ANN
     assert "Traceback" not in missing.output + bad.output + unsupported.output
 
 
-def test_wrong_token_and_no_service_say_what_to_do(monkeypatch: pytest.MonkeyPatch, stack: Stack, tmp_path: Path) -> None:
+def test_wrong_token_and_no_service_say_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, stack: Stack, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGKIT_API_URL", stack.url)
     monkeypatch.setenv("INTER_SERVICE_SECRET", "wrong-" + "w" * 40)
@@ -109,7 +111,11 @@ def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -
     env.update({"RAGKIT_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"})
     process = subprocess.Popen(
         [sys.executable, "-m", "ragkit", "up", "--no-ui", "--port", str(port), "--samples", str(REPO / "samples/docs")],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = []
     try:
@@ -124,10 +130,15 @@ def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -
         secret = re.search(r"^INTER_SERVICE_SECRET=([0-9a-f]{64})$", (tmp_path / ".env").read_text(), re.M).group(1)
         assert oct((tmp_path / ".env").stat().st_mode & 0o777) == "0o600"
         url = f"http://127.0.0.1:{port}"
-        hits = httpx.get(f"{url}/api/v1/rag/search", params={"collection": "ragkit-docs", "query": "circuit breakers"},
-                         headers={"X-Service-Token": secret}).json()["results"]
+        hits = httpx.get(
+            f"{url}/api/v1/rag/search",
+            params={"collection": "ragkit-docs", "query": "circuit breakers"},
+            headers={"X-Service-Token": secret},
+        ).json()["results"]
         assert hits and "breaker" in hits[0]["text"].lower()
-        assert httpx.get(f"{url}/api/v1/rag/search", params={"collection": "ragkit-docs", "query": "x"}).status_code == 401
+        assert (
+            httpx.get(f"{url}/api/v1/rag/search", params={"collection": "ragkit-docs", "query": "x"}).status_code == 401
+        )
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)

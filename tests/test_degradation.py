@@ -12,10 +12,18 @@ from tests.conftest import Stack
 from tests.support.fake_ollama import FakeOllama
 
 DOCS = [
-    {"id": "breakers", "title": "Circuit breakers", "text": "A breaker opens after five consecutive failures. "
-     "While open, calls fail fast. After thirty seconds one probe is let through."},
-    {"id": "tokens", "title": "Tokens", "text": "Rotate the service token by listing the new and the old secret "
-     "separated by a comma, then restart the service."},
+    {
+        "id": "breakers",
+        "title": "Circuit breakers",
+        "text": "A breaker opens after five consecutive failures. "
+        "While open, calls fail fast. After thirty seconds one probe is let through.",
+    },
+    {
+        "id": "tokens",
+        "title": "Tokens",
+        "text": "Rotate the service token by listing the new and the old secret "
+        "separated by a comma, then restart the service.",
+    },
 ]
 QUESTION = {"question": "When does a breaker open?", "collection": "docs", "top_k": 2}
 
@@ -85,7 +93,10 @@ def test_dead_host_opens_the_breaker_and_answers_come_back_fast(stack_factory, f
     assert body["generator"] == "ollama:llama3.2" and body["degraded"] is False
     assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "closed"
     metrics = stack.anon.get("/metrics").text
-    assert 'ragkit_breaker_transitions_total{breaker="ollama_generation",from_state="closed",to_state="open"} 1.0' in metrics
+    assert (
+        'ragkit_breaker_transitions_total{breaker="ollama_generation",from_state="closed",to_state="open"} 1.0'
+        in metrics
+    )
 
 
 def test_refused_connections_open_the_breaker(stack_factory, fake: FakeOllama) -> None:  # noqa: ANN001
@@ -137,8 +148,9 @@ def test_embedding_outage_falls_back_to_sparse_search(stack_factory, fake: FakeO
     info = stack.http.get("/api/v1/rag/collections/docs").json()
     assert info["embedder"] == "ollama:nomic-embed-text" and info["dimension"] == 64
     fake.stop()
-    body = stack.http.post("/api/v1/rag/search", json={"query": "rotate the token", "collection": "docs",
-                                                       "mode": "hybrid"}).json()
+    body = stack.http.post(
+        "/api/v1/rag/search", json={"query": "rotate the token", "collection": "docs", "mode": "hybrid"}
+    ).json()
     assert body["mode_used"] == "sparse" and body["degraded"] is True
     assert any("embedding unavailable" in r for r in body["reasons"])
     assert body["results"][0]["doc_id"] == "tokens"

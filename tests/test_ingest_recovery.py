@@ -18,17 +18,32 @@ from tests.conftest import SECRET, Stack
 from tests.support.live import free_port
 
 DOCS = [
-    {"id": f"doc-{i:03d}", "title": f"Report {i}",
-     "text": " ".join(f"Finding {j} of report {i} concerns topic {(i * 7 + j) % 13} in some detail." for j in range(30))}
+    {
+        "id": f"doc-{i:03d}",
+        "title": f"Report {i}",
+        "text": " ".join(
+            f"Finding {j} of report {i} concerns topic {(i * 7 + j) % 13} in some detail." for j in range(30)
+        ),
+    }
     for i in range(60)
 ]
 
 
 def start_service(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "INTER_SERVICE_SECRET": SECRET, "RAGKIT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
-           "RAGKIT_EMBED_BATCH_SIZE": "16"}
-    process = subprocess.Popen([sys.executable, "-m", "ragkit", "serve", "--port", str(port)], env=env,
-                               cwd=data_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "INTER_SERVICE_SECRET": SECRET,
+        "RAGKIT_DATA_DIR": str(data_dir),
+        "HF_HUB_OFFLINE": "1",
+        "RAGKIT_EMBED_BATCH_SIZE": "16",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
+        env=env,
+        cwd=data_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -58,8 +73,12 @@ def test_killed_ingestion_is_finished_by_rerunning_it(tmp_path: Path, stack: Sta
 
         def ingest_until_killed() -> None:
             with contextlib.suppress(httpx.TransportError):  # the kill cuts this request off
-                httpx.post(f"{url}/api/v1/rag/collections/reports/documents", json={"documents": DOCS},
-                           headers=headers, timeout=300)
+                httpx.post(
+                    f"{url}/api/v1/rag/collections/reports/documents",
+                    json={"documents": DOCS},
+                    headers=headers,
+                    timeout=300,
+                )
 
         threading.Thread(target=ingest_until_killed, daemon=True).start()
         deadline = time.monotonic() + 120
@@ -76,13 +95,15 @@ def test_killed_ingestion_is_finished_by_rerunning_it(tmp_path: Path, stack: Sta
 
     service = start_service(data_dir, port)
     try:
-        rerun = httpx.post(f"{url}/api/v1/rag/collections/reports/documents", json={"documents": DOCS},
-                           headers=headers, timeout=300).json()
+        rerun = httpx.post(
+            f"{url}/api/v1/rag/collections/reports/documents", json={"documents": DOCS}, headers=headers, timeout=300
+        ).json()
         assert rerun["ingested"] > 0 and rerun["ingested"] + rerun["skipped_unchanged"] == len(DOCS)
         info = httpx.get(f"{url}/api/v1/rag/collections/reports", headers=headers).json()
         assert info["chunks"] == reference["chunks"] and info["documents"] == len(DOCS)
-        third = httpx.post(f"{url}/api/v1/rag/collections/reports/documents", json={"documents": DOCS},
-                           headers=headers, timeout=300).json()
+        third = httpx.post(
+            f"{url}/api/v1/rag/collections/reports/documents", json={"documents": DOCS}, headers=headers, timeout=300
+        ).json()
         assert third["skipped_unchanged"] == len(DOCS) and third["chunks"] == 0
     finally:
         service.terminate()

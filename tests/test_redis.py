@@ -13,7 +13,9 @@ from ragkit.cache import FallbackCache, RedisCache
 from tests.conftest import start_stack
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.skipif(not RedisServer.available(), reason="redis-server is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    not RedisServer.available(), reason="redis-server is not installed (.ci/run installs it)"
+)
 
 
 @pytest.fixture
@@ -52,11 +54,15 @@ def test_fallback_cache_keeps_working_when_redis_dies(redis_server: RedisServer)
     asyncio.run(scenario())
 
 
-def test_two_replicas_share_rate_limits_through_redis(tmp_path: Path, redis_server: RedisServer, local_embedder) -> None:  # noqa: ANN001
-    first, server_a = start_stack(tmp_path / "a", local_embedder, redis_url=redis_server.url,
-                                  service_rate_limit="4/minute")
-    second, server_b = start_stack(tmp_path / "b", local_embedder, redis_url=redis_server.url,
-                                   service_rate_limit="4/minute")
+def test_two_replicas_share_rate_limits_through_redis(
+    tmp_path: Path, redis_server: RedisServer, local_embedder
+) -> None:  # noqa: ANN001
+    first, server_a = start_stack(
+        tmp_path / "a", local_embedder, redis_url=redis_server.url, service_rate_limit="4/minute"
+    )
+    second, server_b = start_stack(
+        tmp_path / "b", local_embedder, redis_url=redis_server.url, service_rate_limit="4/minute"
+    )
     try:
         codes = [stack.http.get("/api/v1/rag/collections").status_code for stack in (first, second) * 3]
         assert codes.count(200) == 4 and codes[-2:] == [429, 429]
@@ -71,8 +77,14 @@ def test_two_replicas_share_rate_limits_through_redis(tmp_path: Path, redis_serv
 def test_service_keeps_answering_when_redis_goes_down(stack_factory, redis_server: RedisServer) -> None:  # noqa: ANN001
     stack = stack_factory(redis_url=redis_server.url, redis_timeout_s=0.5)
     stack.http.post("/api/v1/rag/collections", json={"name": "docs"})
-    stack.http.post("/api/v1/rag/collections/docs/documents", json={"documents": [{"id": "a", "text": "Redis keeps "
-                    "the shared cache and the rate-limit counters of every replica."}]})
+    stack.http.post(
+        "/api/v1/rag/collections/docs/documents",
+        json={
+            "documents": [
+                {"id": "a", "text": "Redis keeps the shared cache and the rate-limit counters of every replica."}
+            ]
+        },
+    )
     redis_server.stop()
     started = time.perf_counter()
     for _ in range(7):
