@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from dotenv import dotenv_values
@@ -169,4 +170,57 @@ class RagkitClient:
         return self._request("POST", f"/api/v1/rag/collections/{collection}/documents", files=parts)
 
     def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
-        return self._request("DELETE", f"/api/v1/rag/collections/{collection}/documents/{doc_id}")
+        # Document ids are often paths ("guide/intro.md"): keep the slashes, escape "?", "#", "%".
+        return self._request("DELETE", f"/api/v1/rag/collections/{collection}/documents/{quote(doc_id, safe='/')}")
+
+    # -- feedback ---------------------------------------------------------------------------
+    def feedback(
+        self,
+        question: str,
+        answer: str,
+        rating: str,
+        *,
+        collection: str | None = None,
+        mode: str | None = None,
+        generator: str | None = None,
+        degraded: bool = False,
+        reasons: Sequence[str] = (),
+        sources: Sequence[Mapping[str, Any]] = (),
+        comment: str = "",
+        answer_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record a thumbs "up" or "down" on an answer. `sources` may be the answer's hits as
+        returned by `query`: only the fields that identify a passage are sent."""
+        refs = [
+            {"doc_id": s["doc_id"], "chunk_index": s.get("chunk_index", 0), "score": s.get("score"),
+             "title": s.get("title") or ""}
+            for s in sources
+        ]
+        body = {
+            "rating": rating, "question": question, "answer": answer, "collection": collection, "mode": mode,
+            "generator": generator, "degraded": degraded, "reasons": list(reasons), "sources": refs,
+            "comment": comment, "answer_id": answer_id, "conversation_id": conversation_id,
+        }
+        return self._request("POST", "/api/v1/rag/feedback", json=body)
+
+    def feedback_export(
+        self,
+        *,
+        format: str = "json",  # noqa: A002 - the API's parameter name
+        collection: str | None = None,
+        rating: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]] | str:
+        """Recorded feedback, oldest first: a list of entries, or CSV text with format="csv"."""
+        params = {k: v for k, v in {"format": format, "collection": collection, "rating": rating,
+                                    "limit": limit}.items() if v is not None}
+        if format != "csv":
+            return self._request("GET", "/api/v1/rag/feedback", params=params)
+        try:
+            response = self._http.get("/api/v1/rag/feedback", params=params)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+        if not response.is_success:
+            self._decode(response)  # raises the service's error
+        return response.text

@@ -58,10 +58,10 @@ def test_two_replicas_share_rate_limits_through_redis(
     tmp_path: Path, redis_server: RedisServer, local_embedder
 ) -> None:  # noqa: ANN001
     first, server_a = start_stack(
-        tmp_path / "a", local_embedder, redis_url=redis_server.url, service_rate_limit="4/minute"
+        tmp_path / "a", local_embedder, redis_url=redis_server.url, service_rate_limit="4/day"
     )
     second, server_b = start_stack(
-        tmp_path / "b", local_embedder, redis_url=redis_server.url, service_rate_limit="4/minute"
+        tmp_path / "b", local_embedder, redis_url=redis_server.url, service_rate_limit="4/day"
     )
     try:
         codes = [stack.http.get("/api/v1/rag/collections").status_code for stack in (first, second) * 3]
