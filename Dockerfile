@@ -7,7 +7,8 @@ RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/wh
 COPY ragkit ./ragkit
 COPY samples ./samples
 COPY app.py ./
-COPY pages ./pages
+COPY app_pages ./app_pages
+COPY .streamlit ./.streamlit
 RUN pip install --no-cache-dir --no-deps .
 VOLUME /data
 EXPOSE 8000

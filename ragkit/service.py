@@ -23,6 +23,8 @@ from ragkit import __version__
 from ragkit.auth import SERVICE_PRINCIPAL, AuditLog, JwtVerifier, Principal, ServiceTokens
 from ragkit.config import Settings, get_settings
 from ragkit.errors import DependencyError, Forbidden, RagkitError, RateLimited, Unauthorized
+from ragkit.feedback_routes import feedback_router
+from ragkit.ingest import learn_dimension
 from ragkit.ratelimit import RateLimit, RateLimiter
 from ragkit.routes import router
 from ragkit.services import Services, build_services
@@ -146,12 +148,10 @@ async def _warm_up(services: Services) -> None:
     load = getattr(services.embedder, "load", None)
     if load is not None:
         await asyncio.to_thread(load)
-    ensure_dimension = getattr(services.embedder, "ensure_dimension", None)
-    if ensure_dimension is not None:
-        try:
-            await ensure_dimension()
-        except RagkitError as exc:  # Ollama may be down at start; it is retried on first use
-            log.warning("could not reach the embedder at start: %s", exc.message)
+    try:
+        await learn_dimension(services.embedder, services.breakers)
+    except RagkitError as exc:  # Ollama may be down at start; it is retried on first use
+        log.warning("could not reach the embedder at start: %s", exc.message)
 
 
 def _error_response(exc: RagkitError) -> JSONResponse:
@@ -182,7 +182,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = "no such route; the API is under /api/v1/rag (see /docs)" if exc.status_code == 404 else str(exc.detail)
+        message = (
+            "no such route; the API is under /api/v1/rag (see /docs)" if exc.status_code == 404 else str(exc.detail)
+        )
         return JSONResponse(status_code=exc.status_code, content={"error": {"code": code, "message": message}})
 
     @app.exception_handler(Exception)
@@ -295,6 +297,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     _install_error_handlers(app)
     app.include_router(router, prefix="/api/v1/rag", tags=["rag"])
     app.include_router(router, prefix="/api/rag", tags=["deprecated"], deprecated=True)
+    app.include_router(feedback_router, prefix="/api/v1/rag", tags=["feedback"])
+    app.include_router(feedback_router, prefix="/api/rag", tags=["deprecated"], deprecated=True)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Any) -> Response:
@@ -303,7 +307,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         path = _route_label(request)
         if request.url.path.startswith("/api/rag/"):
             response.headers["Deprecation"] = "true"
-            response.headers["Link"] = f'<{request.url.path.replace("/api/rag/", "/api/v1/rag/", 1)}>; rel="successor-version"'
+            response.headers["Link"] = (
+                f'<{request.url.path.replace("/api/rag/", "/api/v1/rag/", 1)}>; rel="successor-version"'
+            )
         services = getattr(request.app.state, "services", None)
         if services is not None:
             services.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
