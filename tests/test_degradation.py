@@ -177,3 +177,32 @@ def test_store_outage_serves_cached_results_else_503(stack: Stack) -> None:
     assert uncached.json()["error"]["code"] in ("dependency_unavailable", "breaker_open")
     assert stack.anon.get("/health").json()["status"] == "down"
     assert stack.anon.get("/health/ready").status_code == 503
+
+
+def test_half_open_breaker_lets_exactly_one_probe_reach_the_host(stack_factory, fake: FakeOllama) -> None:  # noqa: ANN001
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = stack_factory(
+        generator="ollama", embedder="local", ollama_host=fake.url, ollama_timeout_s=4.0, breaker_reset_s=1.0
+    )
+    prepare(stack)
+    fake.stop()
+    for _ in range(5):
+        stack.http.post("/api/v1/rag/query", json=QUESTION)
+    assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "open"
+    fake.start()
+    fake.set_mode("slow", "/api/chat", seconds=1.5)  # the probe is still out while the others arrive
+    time.sleep(1.1)
+    before = fake.count("/api/chat")
+
+    def ask(delay: float) -> dict:
+        time.sleep(delay)
+        return stack.http.post("/api/v1/rag/query", json=QUESTION).json()
+
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(ask, [0.0, 0.4, 0.5]))
+    assert fake.count("/api/chat") - before == 1, "only the probe may reach the recovering host"
+    assert answers[0]["generator"] == "ollama:llama3.2" and answers[0]["degraded"] is False
+    for waiting in answers[1:]:
+        assert waiting["generator"] == "extractive" and waiting["degraded"] is True
+    assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "closed"
