@@ -29,3 +29,13 @@ clean:
 
 docs: $(STAMP)  ## refresh the README's command-line section from --help
 	$(BIN)/python -m ragkit.cli_reference --write README.md
+
+# The benchmark's LlamaIndex baseline is installed here only, never by requirements.txt.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): loadtests/requirements-bench.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet -r loadtests/requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## side-by-side benchmark ratios, ~10 min (BENCH_ARGS=--quick: a few minutes)
+	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)

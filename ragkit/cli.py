@@ -302,3 +302,8 @@ def secret() -> None:
     from ragkit.auth import new_secret
 
     click.echo(new_secret())
+
+
+from ragkit.loadtest_cli import loadtest  # noqa: E402
+
+main.add_command(loadtest)

@@ -7,10 +7,13 @@ when the model is first needed, so importing ragkit (or counting tokens) stays c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,27 +81,93 @@ def count_wordpieces(text: str) -> int:
     return len(minilm_tokenizer().encode(text, add_special_tokens=False).ids)
 
 
+class QueryBatcher:
+    """Encodes the queries that arrive while the model is busy together, in one model call.
+
+    Under concurrent searches each query would otherwise wait for every query ahead of it, one
+    model call each; one call for eight short queries costs about two or three single ones. There is
+    no waiting window: a query that finds the model idle is encoded at once, alone, so a quiet
+    service pays nothing for this. One worker thread serves every event loop and sync caller.
+    """
+
+    def __init__(self, encode: Callable[[list[str]], list[list[float]]], max_texts: int) -> None:
+        self._encode = encode
+        self.max_texts = max_texts
+        self._queue: queue.SimpleQueue[tuple[list[str], Future]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, texts: list[str]) -> Future:
+        future: Future = Future()
+        self._queue.put((texts, future))
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._serve, name="ragkit-query-batcher", daemon=True)
+                    self._thread.start()
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            size = len(batch[0][0])
+            while size < self.max_texts:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+                size += len(item[0])
+            # A caller that gave up (request cancelled) is dropped before any work is done for it.
+            live = [(texts, future) for texts, future in batch if future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                vectors = self._encode([text for texts, _ in live for text in texts])
+            except BaseException as exc:  # the callers get the error, the worker lives on
+                for _, future in live:
+                    future.set_exception(exc)
+                continue
+            cursor = 0
+            for texts, future in live:
+                future.set_result(vectors[cursor : cursor + len(texts)])
+                cursor += len(texts)
+
+
 class LocalEmbedder:
     """Implements ``ragkit.types.Embedder`` with all-MiniLM-L6-v2 on the CPU.
 
     The model is loaded once per instance, on first use (or by ``load()``), and encodes one batch
     at a time: torch already spreads a batch over the intra-op threads, so concurrent encodes on
     a 2-core machine would only fight for the cores; locking per batch (not per call) still lets
-    a query slip in between the batches of a long ingestion.
+    a query slip in between the batches of a long ingestion. Small requests (queries: up to
+    ``query_batch`` texts) go through a ``QueryBatcher``, so concurrent queries share model calls.
+
+    Threads: measured on 2 shared cores, two intra-op threads made a single query 10-20x slower
+    whenever anything else wanted a core (the event loop, locust, another process), because OpenMP's
+    threads spin at every operator's barrier waiting for the one that was descheduled. Unless the
+    environment says otherwise, OpenMP is therefore told to wait passively; with that, one and two
+    threads measured about the same under load (README, Performance).
     """
 
     name = f"local:{MODEL_NAME}"
     dimension = DIMENSION
     breaker_name = BREAKER
 
-    def __init__(self, batch_size: int = 32, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, batch_size: int = 32, threads: int | None = None, device: str = "cpu", query_batch: int = 16
+    ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
         if threads is not None and threads < 1:
             raise ConfigurationError(f"threads must be at least 1, got {threads}")
+        if query_batch < 0:
+            raise ConfigurationError(f"query_batch must be 0 (off) or more, got {query_batch}")
         self.batch_size = batch_size
         self.threads = threads
         self.device = device
+        self.query_batch = query_batch
+        self._batcher = QueryBatcher(self._encode_locked, max_texts=max(query_batch, 1))
         self._path = model_path()
         self.max_tokens = configured_max_seq_length(self._path)
         self._model: SentenceTransformer | None = None
@@ -121,6 +190,9 @@ class LocalEmbedder:
         # below is what guarantees it when something imported the hub earlier.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # Read by OpenMP when torch is first imported (so too late if something imported it
+        # already): spinning threads cost far more than they save on shared cores (see the class doc).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import torch
             from sentence_transformers import SentenceTransformer
@@ -159,6 +231,10 @@ class LocalEmbedder:
             return []
         # The encode holds the GIL only in Python glue; torch releases it, so the event loop
         # keeps serving while a worker thread computes.
+        if len(texts) <= self.query_batch:
+            if self._model is None:  # loading takes seconds: never on the event loop
+                await anyio.to_thread.run_sync(self.load)
+            return await asyncio.wrap_future(self._batcher.submit(texts))
         return await anyio.to_thread.run_sync(self.embed_sync, texts)
 
     def embed_sync(self, texts: Sequence[str]) -> list[list[float]]:
@@ -166,13 +242,21 @@ class LocalEmbedder:
         texts = checked_texts(texts)
         if not texts:
             return []
-        model = self.load()
-        vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start : start + self.batch_size]
-            with self._encode_lock:
-                vectors.extend(self._encode(model, batch))
+        # Batches of similar length: a batch is padded to its longest text, so mixing full chunks with
+        # a document's short last chunk wastes model time. The model's own encode sorts like this too,
+        # but only within one call, and ingestion calls once per batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            for index, vector in zip(indices, self._encode_locked([texts[i] for i in indices]), strict=True):
+                vectors[index] = vector
         return vectors
+
+    def _encode_locked(self, batch: list[str]) -> list[list[float]]:
+        model = self.load()
+        with self._encode_lock:
+            return self._encode(model, batch)
 
     def _encode(self, model: SentenceTransformer, batch: list[str]) -> list[list[float]]:
         try:
