@@ -307,3 +307,7 @@ def secret() -> None:
 from ragkit.loadtest_cli import loadtest  # noqa: E402
 
 main.add_command(loadtest)
+
+from ragkit.notebook_cli import notebook  # noqa: E402
+
+main.add_command(notebook)

@@ -23,6 +23,11 @@ DEFAULT_AVG_LEN = 256.0
 _COUNTING_K = 1000.0
 
 
+def _tf(counting_weight: float) -> int:
+    """The term frequency behind a weight of the counting model (k = _COUNTING_K, b = 0)."""
+    return round(_COUNTING_K * counting_weight / (_COUNTING_K + 1.0 - counting_weight))
+
+
 def _config(k: float, b: float, avg_len: float) -> qdrant_edge.Bm25Config:
     # Spelled out rather than left to defaults, so an upgrade of qdrant-edge that changes its
     # defaults cannot silently change the vocabulary of existing collections.
@@ -70,13 +75,20 @@ class Bm25Encoder:
         return [_convert(self._model.embed_document(text)) for text in texts]
 
     def embed_query(self, text: str) -> SparseVector:
-        """Every distinct query term with weight 1; empty when the text has only stopwords."""
-        return _convert(self._model.embed_query(text))
+        """Every distinct query term, weighted by how often it occurs in the query; empty when the
+        text has only stopwords.
+
+        BM25 as Lucene, Anserini and bm25s score it sums a term once per occurrence in the query.
+        Qdrant's own ``embed_query`` gives every distinct term weight 1, which throws that away: on
+        long queries (ArguAna's are whole arguments) the repeated terms are the topic, and dropping
+        their counts cost 0.06-0.08 nDCG@10.
+        """
+        vector = self._counter.embed_document(text)
+        return SparseVector(indices=tuple(vector.indices), values=tuple(float(_tf(w)) for w in vector.values))
 
     def count_terms(self, text: str) -> int:
         """The document length BM25 normalises by: terms left after stopwords, with repeats."""
-        weights = self._counter.embed_document(text).values
-        return sum(round(_COUNTING_K * w / (_COUNTING_K + 1.0 - w)) for w in weights)
+        return sum(_tf(w) for w in self._counter.embed_document(text).values)
 
     def mean_terms(self, texts: Sequence[str]) -> float:
         """Mean ``count_terms`` over texts (0.0 for none): the value to store as ``avg_len``."""
