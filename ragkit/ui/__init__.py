@@ -1,4 +1,4 @@
-"""Helpers of the Streamlit workbench (`app.py`, `pages/`).
+"""Helpers of the Streamlit workbench (`app.py`, `app_pages/`).
 
 Everything here except `common` is plain Python without Streamlit, so it is unit tested
 directly: connection resolution and the service probe, Prometheus text → rates and latency,
