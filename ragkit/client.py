@@ -6,6 +6,7 @@ Errors come back as `ServiceError` (with the service's status, code and message)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +31,19 @@ def resolve_connection(api_url: str | None = None, token: str | None = None, env
     return url.rstrip("/"), secret.split(",")[0].strip()
 
 
+def _question_body(
+    question: str, collection: str, top_k: int, mode: str, filters: Mapping[str, Any] | None, *, stream: bool
+) -> dict[str, Any]:
+    return {
+        "question": question,
+        "collection": collection,
+        "top_k": top_k,
+        "mode": mode,
+        "filters": filters,
+        "stream": stream,
+    }
+
+
 class RagkitClient:
     def __init__(self, api_url: str | None = None, token: str | None = None, timeout: float = 120.0) -> None:
         self.api_url, self.token = resolve_connection(api_url, token)
@@ -49,12 +63,20 @@ class RagkitClient:
         self._http.close()
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    @contextlib.contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Every call goes through here: a transport failure means the service is not running."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            yield
         except httpx.TransportError as exc:
             raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
-        return self._decode(response)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._reaching():
+            return self._http.request(method, path, **kwargs)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._decode(self._send(method, path, **kwargs))
 
     @staticmethod
     def _decode(response: httpx.Response) -> Any:
@@ -75,10 +97,7 @@ class RagkitClient:
         return self._request("GET", "/health")
 
     def metrics_text(self) -> str:
-        try:
-            return self._http.get("/metrics").text
-        except httpx.TransportError as exc:
-            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+        return self._send("GET", "/metrics").text
 
     # -- search and answers -----------------------------------------------------------------
     def search(
@@ -102,7 +121,7 @@ class RagkitClient:
         mode: str = "hybrid",
         filters: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        body = {"question": question, "collection": collection, "top_k": top_k, "mode": mode, "filters": filters}
+        body = _question_body(question, collection, top_k, mode, filters, stream=False)
         return self._request("POST", "/api/v1/rag/query", json=body)
 
     def query_stream(
@@ -115,28 +134,18 @@ class RagkitClient:
         filters: Mapping[str, Any] | None = None,
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): "sources", "token"…, then "done" (or "degraded" / "error")."""
-        body = {
-            "question": question,
-            "collection": collection,
-            "top_k": top_k,
-            "mode": mode,
-            "filters": filters,
-            "stream": True,
-        }
-        try:
-            with self._http.stream("POST", "/api/v1/rag/query", json=body) as response:
-                if not response.is_success:
-                    response.read()
-                    self._decode(response)
-                event = "message"
-                for line in response.iter_lines():
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        yield event, json.loads(line[5:].strip())
-                        event = "message"
-        except httpx.TransportError as exc:
-            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+        body = _question_body(question, collection, top_k, mode, filters, stream=True)
+        with self._reaching(), self._http.stream("POST", "/api/v1/rag/query", json=body) as response:
+            if not response.is_success:
+                response.read()
+                self._decode(response)
+            event = "message"
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, json.loads(line[5:].strip())
+                    event = "message"
 
     # -- collections and documents ----------------------------------------------------------
     def collections(self) -> list[dict[str, Any]]:
@@ -193,14 +202,27 @@ class RagkitClient:
         """Record a thumbs "up" or "down" on an answer. `sources` may be the answer's hits as
         returned by `query`: only the fields that identify a passage are sent."""
         refs = [
-            {"doc_id": s["doc_id"], "chunk_index": s.get("chunk_index", 0), "score": s.get("score"),
-             "title": s.get("title") or ""}
+            {
+                "doc_id": s["doc_id"],
+                "chunk_index": s.get("chunk_index", 0),
+                "score": s.get("score"),
+                "title": s.get("title") or "",
+            }
             for s in sources
         ]
         body = {
-            "rating": rating, "question": question, "answer": answer, "collection": collection, "mode": mode,
-            "generator": generator, "degraded": degraded, "reasons": list(reasons), "sources": refs,
-            "comment": comment, "answer_id": answer_id, "conversation_id": conversation_id,
+            "rating": rating,
+            "question": question,
+            "answer": answer,
+            "collection": collection,
+            "mode": mode,
+            "generator": generator,
+            "degraded": degraded,
+            "reasons": list(reasons),
+            "sources": refs,
+            "comment": comment,
+            "answer_id": answer_id,
+            "conversation_id": conversation_id,
         }
         return self._request("POST", "/api/v1/rag/feedback", json=body)
 
@@ -213,14 +235,14 @@ class RagkitClient:
         limit: int | None = None,
     ) -> list[dict[str, Any]] | str:
         """Recorded feedback, oldest first: a list of entries, or CSV text with format="csv"."""
-        params = {k: v for k, v in {"format": format, "collection": collection, "rating": rating,
-                                    "limit": limit}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {"format": format, "collection": collection, "rating": rating, "limit": limit}.items()
+            if v is not None
+        }
         if format != "csv":
             return self._request("GET", "/api/v1/rag/feedback", params=params)
-        try:
-            response = self._http.get("/api/v1/rag/feedback", params=params)
-        except httpx.TransportError as exc:
-            raise ServiceUnreachable(self.api_url, type(exc).__name__) from exc
+        response = self._send("GET", "/api/v1/rag/feedback", params=params)
         if not response.is_success:
             self._decode(response)  # raises the service's error
         return response.text

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         return secrets[0].decode() if secrets else ""
 
     @property
+    def ollama_url(self) -> str:
+        """Where Ollama is asked: OLLAMA_HOST, else Ollama's own default address."""
+        return self.ollama_host or "http://127.0.0.1:11434"
+
+    @property
     def embedder_kind(self) -> str:
         return self.embedder or ("ollama" if self.ollama_host else "local")
 

@@ -157,8 +157,7 @@ class Ingestor:
         if spec.bm25_avg_len <= 0:
             # BM25's length normalisation wants the collection's real mean length; the first
             # batch is the best estimate there is, and it is kept for the collection's life.
-            probe = Bm25Encoder(avg_len=1.0)
-            mean = sum(probe.count_terms(t) for t in texts) / max(len(texts), 1)
+            mean = Bm25Encoder(avg_len=1.0).mean_terms(texts)
             spec = replace(spec, bm25_avg_len=max(mean, 1.0))
             await self._store_call("qdrant_upsert", self._store.update_collection, spec)
         encoder = Bm25Encoder(avg_len=spec.bm25_avg_len)

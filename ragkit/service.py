@@ -250,6 +250,17 @@ class BodyLimit:
         await response({"type": "http"}, None, send)
 
 
+async def _store_problem(services: Services) -> str | None:
+    """None when the store answers a ping within 2 s, else what went wrong."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(services.store.ping), timeout=2.0)
+    except RagkitError as exc:
+        return exc.message
+    except TimeoutError:
+        return "no answer within 2 s"
+    return None
+
+
 def _dependencies(services: Services, store_ok: bool, store_error: str | None) -> dict[str, Any]:
     states = services.breakers.states()
 
@@ -322,11 +333,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def health(request: Request) -> dict[str, Any]:
         """Overall status, every circuit breaker's state, and each dependency."""
         services: Services = request.app.state.services
-        store_ok, store_error = True, None
-        try:
-            await asyncio.wait_for(asyncio.to_thread(services.store.ping), timeout=2.0)
-        except (TimeoutError, RagkitError) as exc:
-            store_ok, store_error = False, getattr(exc, "message", "no answer within 2 s")
+        store_error = await _store_problem(services)
+        store_ok = store_error is None
         breakers = services.breakers.states()
         if not store_ok:
             status = "down"
@@ -350,9 +358,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def ready(request: Request) -> JSONResponse:
         """Ready to serve: the store answers."""
         services: Services = request.app.state.services
-        try:
-            await asyncio.wait_for(asyncio.to_thread(services.store.ping), timeout=2.0)
-        except (TimeoutError, RagkitError):
+        if await _store_problem(services) is not None:
             return JSONResponse(status_code=503, content={"status": "not_ready"}, headers={"Retry-After": "5"})
         return JSONResponse({"status": "ready"})
 

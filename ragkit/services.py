@@ -71,7 +71,7 @@ def _build_embedder(settings: Settings) -> Embedder:
         from ragkit.embedders.ollama import OllamaEmbedder
 
         return OllamaEmbedder(
-            host=settings.ollama_host or "http://127.0.0.1:11434",
+            host=settings.ollama_url,
             model=settings.ollama_embed_model,
             timeout_s=settings.ollama_timeout_s,
             batch_size=settings.embed_batch_size,
@@ -86,7 +86,7 @@ def _build_generator(settings: Settings) -> Generator:
         from ragkit.generators.ollama import OllamaGenerator
 
         return OllamaGenerator(
-            host=settings.ollama_host or "http://127.0.0.1:11434",
+            host=settings.ollama_url,
             model=settings.ollama_chat_model,
             timeout_s=settings.ollama_timeout_s,
         )
