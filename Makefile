@@ -28,7 +28,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 docs: $(STAMP)  ## refresh the README's command-line section from --help
-	$(BIN)/python -m ragkit.cli_reference --write README.md
+	$(BIN)/python -m ragkit.cli.reference --write README.md
 
 # The benchmark's LlamaIndex baseline is installed here only, never by requirements.txt.
 BENCH_STAMP := $(VENV)/.bench-installed

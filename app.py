@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ragkit.ui import common
+from ragkit.workbench.ui import common
 
 st.set_page_config(page_title="ragkit workbench", page_icon=":material/library_books:", layout="wide")
 

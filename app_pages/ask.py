@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from ragkit.errors import RagkitError, ServiceUnreachable
-from ragkit.ui import common, display
+from ragkit.core.errors import RagkitError, ServiceUnreachable
+from ragkit.workbench.ui import common, display
 
 CHAT_KEY = "chat_turns"
 

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ragkit.errors import RagkitError, ServiceError
-from ragkit.ui import common, connection, display
+from ragkit.core.errors import RagkitError, ServiceError
+from ragkit.workbench.ui import common, connection, display
 
 UPLOAD_RESULTS = "upload_results"
 UPLOADER_GENERATION = "uploader_generation"

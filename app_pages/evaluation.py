@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ragkit.ui import common, connection, evaluation
+from ragkit.workbench.ui import common, connection, evaluation
 
 JOB_KEY = "evaluation_job"
 DATASETS = ("scifact", "arguana")

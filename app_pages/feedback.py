@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from ragkit.ui import common, display
+from ragkit.workbench.ui import common, display
 
 st.title("Feedback")
 st.caption("Every thumbs up or down given on the Ask page, stored by the service in its data directory.")

@@ -11,8 +11,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ragkit.errors import RagkitError, ServiceUnreachable
-from ragkit.ui import common, display, prometheus
+from ragkit.core.errors import RagkitError, ServiceUnreachable
+from ragkit.workbench.ui import common, display, prometheus
 
 HISTORY_KEY = "metrics_history"
 HISTORY_LENGTH = 180  # snapshots kept: 15 minutes at the default 5 s

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from ragkit.ui import common, display
+from ragkit.workbench.ui import common, display
 
 RESULTS_KEY = "search_results"
 

@@ -55,12 +55,12 @@ from loadtests.harness import (  # noqa: E402
     beir_documents,
     beir_queries,
 )
-from ragkit.config import Settings  # noqa: E402
-from ragkit.embedders.local import LocalEmbedder  # noqa: E402
-from ragkit.ingest import embedding_text  # noqa: E402
-from ragkit.loadtest import widened  # noqa: E402
+from ragkit.adapters.embedders.local import LocalEmbedder  # noqa: E402
+from ragkit.core.config import Settings  # noqa: E402
+from ragkit.core.types import CollectionSpec, Document, Point, SparseVector  # noqa: E402
+from ragkit.rag.ingest import embedding_text  # noqa: E402
 from ragkit.services import Services, build_services  # noqa: E402
-from ragkit.types import CollectionSpec, Document, Point, SparseVector  # noqa: E402
+from ragkit.workbench.loadtest import widened  # noqa: E402
 
 DIM = 384
 
@@ -239,13 +239,13 @@ def bench_ingestion(
     report: Report, services: Services, embedder: LocalEmbedder, documents: list[dict[str, Any]], rounds: int,
     runner: LoopThread,
 ) -> tuple[str, list[str]]:
-    from ragkit.embedders.local import model_path
+    from ragkit.adapters.embedders.local import model_path
 
     print(f"2. ingestion: {len(documents)} SciFact documents", flush=True)
     settings = services.settings
     first = "ingest-r0"
-    services.store.create_collection(scifact_spec(first, settings, embedder))
-    texts = chunk_texts(services, services.store.get_collection(first), documents)
+    services.store.backend.create_collection(scifact_spec(first, settings, embedder))
+    texts = chunk_texts(services, services.store.backend.get_collection(first), documents)
     llama = llama_pipeline(str(model_path()), embedder.batch_size)
     model = embedder.load()
     seconds: dict[str, float] = {"ragkit": 0.0, "floor": 0.0, "llamaindex": 0.0}
@@ -260,7 +260,7 @@ def bench_ingestion(
             elif step == "ragkit":
                 name = f"ingest-r{r}"
                 if r > 0:
-                    services.store.create_collection(scifact_spec(name, settings, embedder))
+                    services.store.backend.create_collection(scifact_spec(name, settings, embedder))
                 docs = [Document(id=d["id"], text=d["text"], title=d["title"]) for d in documents]
                 done = runner.call(services.ingestor.ingest(name, docs)).chunks
             elif llama is not None:
@@ -326,10 +326,10 @@ def bench_search(
     report: Report, services: Services, embedder: LocalEmbedder, service: ServiceProcess, collection: str,
     queries: list[str], runner: LoopThread,
 ) -> None:
-    from ragkit.sparse import Bm25Encoder
+    from ragkit.rag.sparse import Bm25Encoder
 
     print(f"1. search overhead: {len(queries)} queries per mode", flush=True)
-    shard = services.store._handle(collection).shard
+    shard = services.store.backend._handle(collection).shard
     model = embedder.load()
     bm25 = Bm25Encoder(avg_len=1.0)
     pipeline = services.pipeline
@@ -369,7 +369,7 @@ def bench_search(
 def bench_fast_fail(
     report: Report, embedder: LocalEmbedder, work: Path, queries: list[str], n: int, runner: LoopThread
 ) -> None:
-    from ragkit.errors import BreakerOpen
+    from ragkit.core.errors import BreakerOpen
     from tests.support.fake_ollama import FakeOllama
 
     print("3. fast-fail: generation breaker closed vs open", flush=True)
@@ -378,7 +378,7 @@ def bench_fast_fail(
                                  ollama_timeout_s=1.0, breaker_reset_s=3600.0)
         services = build_services(settings, embedder=embedder)
         try:
-            services.store.create_collection(scifact_spec("ff", settings, embedder))
+            services.store.backend.create_collection(scifact_spec("ff", settings, embedder))
             docs = [Document(id=d["id"], text=d["text"], title=d["title"]) for d in beir_documents(SCIFACT, 20)]
             runner.call(services.ingestor.ingest("ff", docs))
             pipeline = services.pipeline
@@ -396,7 +396,7 @@ def bench_fast_fail(
                 start = time.perf_counter()
                 try:
                     with breaker.guard():
-                        await services.generator.generate(queries[0], hits)
+                        await services.generator.backend.generate(queries[0], hits)
                 except BreakerOpen:
                     pass
                 return ms_since(start)
@@ -439,7 +439,7 @@ def synthetic_vectors(n: int, rng: np.random.Generator, centroids: np.ndarray) -
 
 def fill_store(store: Any, name: str, vectors: np.ndarray, texts: list[str], sparse: list[SparseVector],
                spec: CollectionSpec) -> None:
-    from ragkit.stores._common import point_id
+    from ragkit.core.names import point_id
 
     store.create_collection(spec)
     for start in range(0, len(vectors), 2000):
@@ -461,9 +461,9 @@ def bench_scale(report: Report, work: Path, sizes: list[int], texts: list[str], 
     from qdrant_client import QdrantClient
     from threadpoolctl import threadpool_limits
 
-    from ragkit.sparse import Bm25Encoder
-    from ragkit.stores.edge import EdgeStore
-    from ragkit.stores.qdrant import QdrantStore
+    from ragkit.adapters.stores.edge import EdgeStore
+    from ragkit.adapters.stores.qdrant import QdrantStore
+    from ragkit.rag.sparse import Bm25Encoder
 
     print(f"4. scale: {sizes} chunks, Edge vs qdrant-client local mode", flush=True)
     rng = np.random.default_rng(11)
@@ -600,7 +600,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
         # Parts 1, 4 and 5 need what part 2 builds: the collection, its chunk texts, a service on it.
         services = build_services(make_settings(work / "a"), embedder=embedder)
         collection, texts = bench_ingestion(report, services, embedder, documents, 1 if quick else 2, runner)
-        services.store.optimize(collection)
+        services.store.backend.optimize(collection)
         services.store.close()
         if not parts & {1, 4, 5}:
             return

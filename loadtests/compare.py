@@ -38,9 +38,9 @@ def serve(data_dir: Path, port: int, threads: int, query_batch: int) -> None:
     """A service whose embedder has the given settings (run in a child process)."""
     import uvicorn
 
-    from ragkit.config import Settings
-    from ragkit.embedders.local import LocalEmbedder
-    from ragkit.service import create_app
+    from ragkit.adapters.embedders.local import LocalEmbedder
+    from ragkit.core.config import Settings
+    from ragkit.http.app import create_app
     from ragkit.services import build_services
 
     settings = Settings(_env_file=None, inter_service_secret=BENCH_SECRET, data_dir=data_dir)
@@ -50,20 +50,20 @@ def serve(data_dir: Path, port: int, threads: int, query_batch: int) -> None:
 
 
 def build_collection(data_dir: Path, documents: int) -> int:
-    from ragkit.config import Settings
-    from ragkit.embedders.local import LocalEmbedder
+    from ragkit.adapters.embedders.local import LocalEmbedder
+    from ragkit.core.config import Settings
+    from ragkit.core.types import CollectionSpec, Document
     from ragkit.services import build_services
-    from ragkit.types import CollectionSpec, Document
 
     settings = Settings(_env_file=None, inter_service_secret=BENCH_SECRET, data_dir=data_dir)
     embedder = LocalEmbedder(batch_size=settings.embed_batch_size, threads=settings.torch_threads)
     services = build_services(settings, embedder=embedder)
-    services.store.create_collection(CollectionSpec(
+    services.store.backend.create_collection(CollectionSpec(
         name="scifact", embedder=embedder.name, dimension=embedder.dimension, chunk_size=settings.chunk_size,
         chunk_overlap=min(settings.chunk_overlap, settings.chunk_size // 2)))
     docs = [Document(id=d["id"], text=d["text"], title=d["title"]) for d in beir_documents(SCIFACT, documents)]
     report = asyncio.run(services.ingestor.ingest("scifact", docs))
-    services.store.optimize("scifact")
+    services.store.backend.optimize("scifact")
     services.store.close()
     return report.chunks
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         p50 = sum(r["p50_ms"] for r in results[variant]) / len(results[variant])
         table[variant] = {"mean_p50_ms": p50, "mean_p95_ms": p95, "p95_vs_" + first: p95 / base_p95}
         print(f"{variant:<7} mean p50 {p50:.0f} ms  mean p95 {p95:.0f} ms  = {p95 / base_p95:.2f}x {first}")
-    from ragkit.config import Settings
+    from ragkit.core.config import Settings
 
     out = args.out or Settings().data_dir / "runs" / f"compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make ragkit, loadtests and tests.support importable
     sys.path.insert(0, str(REPO))
 
-from ragkit import loadtest as lt  # noqa: E402
+from ragkit.workbench import loadtest as lt  # noqa: E402
 from tests.support.fake_ollama import FakeOllama  # noqa: E402
 
 ASK = "ask"

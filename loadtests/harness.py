@@ -85,7 +85,7 @@ class ServiceProcess:
         log.close()
 
     def _wait_ready(self, timeout_s: float) -> None:
-        from ragkit.loadtest import listening_pid
+        from ragkit.workbench.loadtest import listening_pid
 
         assert self.process is not None
         deadline = time.monotonic() + timeout_s

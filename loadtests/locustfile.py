@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # locust puts only this file's folder on the path
     sys.path.insert(0, str(REPO))
 
-from ragkit.loadtest import QueryStream, parse_mix, parse_think_time, read_queries  # noqa: E402
+from ragkit.workbench.loadtest import QueryStream, parse_mix, parse_think_time, read_queries  # noqa: E402
 
 DEFAULT_QUERIES = REPO.parent / "shared" / "data" / "beir" / "scifact" / "queries.jsonl"
 DEFAULT_MIX = "search:hybrid=6,search:dense=3,search:sparse=3,ask=2,collections=1,health=1"

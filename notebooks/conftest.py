@@ -31,8 +31,8 @@ _live: dict[str, Any] = {}
 
 
 def _start_service() -> None:
-    from ragkit.config import Settings
-    from ragkit.service import create_app
+    from ragkit.core.config import Settings
+    from ragkit.http.app import create_app
     from ragkit.services import build_services
     from tests.support.live import LiveServer
 

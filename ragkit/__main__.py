@@ -4,7 +4,7 @@ from ragkit.cli import main
 
 
 def app_factory():  # noqa: ANN201 - for uvicorn --workers (each worker builds its own app)
-    from ragkit.service import create_app
+    from ragkit.http.app import create_app
 
     return create_app()
 

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 from dotenv import dotenv_values
 
-from ragkit.errors import ServiceError, ServiceUnreachable
+from ragkit.core.errors import ServiceError, ServiceUnreachable
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 

@@ -1,33 +1,41 @@
-"""`build_services(settings)`: the one place that picks backends from configuration."""
+"""`build_services(settings)`: the one place that picks backends from configuration and puts each
+behind its circuit breaker (`ragkit.adapters.guarded`)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
-from ragkit.breakers import BREAKER_NAMES, BreakerBoard
-from ragkit.cache import FallbackCache, MemoryCache, RedisCache
-from ragkit.config import Settings
-from ragkit.ingest import Ingestor
-from ragkit.metrics import Metrics
-from ragkit.pipeline import Pipeline
-from ragkit.types import Cache, Embedder, Generator, VectorStore
+from ragkit.adapters.breakers import CACHE, BreakerBoard
+from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
+from ragkit.adapters.guarded import GuardedEmbedder, GuardedGenerator, GuardedStore
+from ragkit.core.config import Settings
+from ragkit.core.metrics import Metrics
+from ragkit.core.types import Cache, Embedder, Generator, VectorStore
+from ragkit.rag.collections import Collections
+from ragkit.rag.ingest import Ingestor
+from ragkit.rag.optimizer import Optimizer
+from ragkit.rag.pipeline import Pipeline
 
 log = logging.getLogger("ragkit.services")
 
 
 @dataclass
 class Services:
+    """The backends, each behind its breaker, and the logic built on them."""
+
     settings: Settings
-    store: VectorStore
-    embedder: Embedder
-    generator: Generator
-    fallback_generator: Generator
+    store: GuardedStore
+    embedder: GuardedEmbedder
+    generator: GuardedGenerator
+    fallback_generator: GuardedGenerator
     cache: Cache
     breakers: BreakerBoard
     metrics: Metrics
     pipeline: Pipeline
     ingestor: Ingestor
+    optimizer: Optimizer
+    collections: Collections
 
     def backends(self) -> dict[str, str]:
         return {
@@ -42,6 +50,7 @@ class Services:
             aclose = getattr(adapter, "aclose", None)  # remote adapters hold HTTP connections
             if aclose is not None:
                 await aclose()
+        await self.optimizer.wait()
         await self.cache.close()
         self.store.close()
 
@@ -50,7 +59,7 @@ def _build_store(settings: Settings) -> VectorStore:
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 
-        from ragkit.stores.qdrant import QdrantStore
+        from ragkit.adapters.stores.qdrant import QdrantStore
 
         client = QdrantClient(
             url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=settings.qdrant_timeout_s
@@ -61,14 +70,14 @@ def _build_store(settings: Settings) -> VectorStore:
             replication_factor=settings.qdrant_replication_factor,
             write_consistency_factor=settings.qdrant_write_consistency,
         )
-    from ragkit.stores.edge import EdgeStore
+    from ragkit.adapters.stores.edge import EdgeStore
 
     return EdgeStore(settings.data_dir / "qdrant-edge")
 
 
 def _build_embedder(settings: Settings) -> Embedder:
     if settings.embedder_kind == "ollama":
-        from ragkit.embedders.ollama import OllamaEmbedder
+        from ragkit.adapters.embedders.ollama import OllamaEmbedder
 
         return OllamaEmbedder(
             host=settings.ollama_url,
@@ -76,60 +85,68 @@ def _build_embedder(settings: Settings) -> Embedder:
             timeout_s=settings.ollama_timeout_s,
             batch_size=settings.embed_batch_size,
         )
-    from ragkit.embedders.local import LocalEmbedder
+    from ragkit.adapters.embedders.local import LocalEmbedder
 
     return LocalEmbedder(batch_size=settings.embed_batch_size, threads=settings.torch_threads)
 
 
 def _build_generator(settings: Settings) -> Generator:
     if settings.generator_kind == "ollama":
-        from ragkit.generators.ollama import OllamaGenerator
+        from ragkit.adapters.generators.ollama import OllamaGenerator
 
         return OllamaGenerator(
             host=settings.ollama_url,
             model=settings.ollama_chat_model,
             timeout_s=settings.ollama_timeout_s,
         )
-    from ragkit.generators.extractive import ExtractiveGenerator
+    from ragkit.adapters.generators.extractive import ExtractiveGenerator
 
     return ExtractiveGenerator()
 
 
 def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
     """`embedder` may be passed in to share one loaded model between several instances."""
-    from ragkit.generators.extractive import ExtractiveGenerator
+    from ragkit.adapters.generators.extractive import ExtractiveGenerator
 
     metrics = Metrics()
-    breakers = BreakerBoard(
-        BREAKER_NAMES,
-        fail_max=settings.breaker_fail_max,
-        reset_timeout=settings.breaker_reset_s,
-        metrics=metrics,
+    breakers = BreakerBoard(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s, metrics=metrics)
+    store = GuardedStore(_build_store(settings), breakers, metrics, timeout_s=settings.qdrant_timeout_s)
+    guarded_embedder = GuardedEmbedder(embedder or _build_embedder(settings), breakers)
+    backend_generator = _build_generator(settings)
+    generator = GuardedGenerator(backend_generator, breakers)
+    fallback = (
+        generator
+        if isinstance(backend_generator, ExtractiveGenerator)
+        else GuardedGenerator(ExtractiveGenerator(), breakers)
     )
-    store = _build_store(settings)
-    embedder = embedder or _build_embedder(settings)
-    generator = _build_generator(settings)
-    fallback = generator if generator.name == "extractive" else ExtractiveGenerator()
     cache: Cache = MemoryCache()
     if settings.redis_url:
-        cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers["redis"])
+        cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers[CACHE])
     pipeline = Pipeline(
         store=store,
-        embedder=embedder,
+        embedder=guarded_embedder,
         generator=generator,
         fallback_generator=fallback,
         cache=cache,
-        breakers=breakers,
         metrics=metrics,
         max_query_chars=settings.max_query_chars,
         max_top_k=settings.max_top_k,
         cache_ttl_s=settings.cache_ttl_s,
     )
-    ingestor = Ingestor(store, embedder, breakers, metrics, batch_chunks=max(settings.embed_batch_size * 2, 64))
+    ingestor = Ingestor(store, guarded_embedder, metrics, batch_chunks=max(settings.embed_batch_size * 2, 64))
+    optimizer = Optimizer(store, metrics, enabled=settings.optimize_after_ingest)
+    collections = Collections(
+        store,
+        guarded_embedder,
+        ingestor,
+        optimizer,
+        default_chunk_size=settings.chunk_size,
+        default_chunk_overlap=settings.chunk_overlap,
+    )
     return Services(
         settings=settings,
         store=store,
-        embedder=embedder,
+        embedder=guarded_embedder,
         generator=generator,
         fallback_generator=fallback,
         cache=cache,
@@ -137,4 +154,6 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         metrics=metrics,
         pipeline=pipeline,
         ingestor=ingestor,
+        optimizer=optimizer,
+        collections=collections,
     )

@@ -12,8 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ragkit.config import Settings  # noqa: E402
-from ragkit.service import create_app  # noqa: E402
+from ragkit.core.config import Settings  # noqa: E402
+from ragkit.http.app import create_app  # noqa: E402
 from ragkit.services import Services, build_services  # noqa: E402
 from tests.support.live import LiveServer  # noqa: E402
 
@@ -36,7 +36,7 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 
 @pytest.fixture(scope="session")
 def local_embedder():
-    from ragkit.embedders.local import LocalEmbedder
+    from ragkit.adapters.embedders.local import LocalEmbedder
 
     return LocalEmbedder(batch_size=64, threads=2)
 

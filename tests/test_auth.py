@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from ragkit.cli import main
-from ragkit.errors import ConfigurationError
-from ragkit.service import create_app
+from ragkit.core.errors import ConfigurationError
+from ragkit.http.app import create_app
 from tests.conftest import REPO, SECRET, make_settings
 
 NEW_SECRET = "n" * 40 + "-rotated-in-" + "m" * 20

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from ragkit.breakers import Breaker
-from ragkit.errors import BreakerOpen, DependencyTimeout, DependencyUnavailable, InvalidInput, UpstreamRejected
-from ragkit.metrics import Metrics
+from ragkit.adapters.breakers import Breaker
+from ragkit.core.errors import BreakerOpen, DependencyTimeout, DependencyUnavailable, InvalidInput, UpstreamRejected
+from ragkit.core.metrics import Metrics
 
 
 def fail(breaker: Breaker, exc: Exception) -> None:

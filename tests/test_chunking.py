@@ -11,10 +11,10 @@ from types import MappingProxyType
 
 import pytest
 
-from ragkit.chunking import chunk_document, content_hash, sentence_spans, split_sentences
-from ragkit.errors import InvalidInput
-from ragkit.loaders import load_path
-from ragkit.types import Chunk, Document
+from ragkit.core.errors import InvalidInput
+from ragkit.core.types import Chunk, Document
+from ragkit.rag.chunking import chunk_document, content_hash, sentence_spans, split_sentences
+from ragkit.rag.loaders import load_path
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl"

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from ragkit.cli import main
-from ragkit.cli_reference import current_section, render
+from ragkit.cli.reference import current_section, render
 from tests.conftest import REPO, SECRET, Stack
 from tests.support.live import free_port
 

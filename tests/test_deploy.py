@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from ragkit.config import Settings
+from ragkit.core.config import Settings
 from tests.conftest import REPO
 
 

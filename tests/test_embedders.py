@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from ragkit.embedders.local import LocalEmbedder, count_wordpieces
-from ragkit.embedders.ollama import OllamaEmbedder
-from ragkit.errors import (
+from ragkit.adapters.embedders.local import LocalEmbedder, count_wordpieces
+from ragkit.adapters.embedders.ollama import OllamaEmbedder
+from ragkit.core.errors import (
     CallerError,
     ConfigurationError,
     DependencyError,

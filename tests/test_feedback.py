@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ragkit.client import RagkitClient
-from ragkit.errors import InvalidInput, ServiceError
-from ragkit.feedback import FeedbackLog, latest_per_answer, to_csv, validate_feedback
+from ragkit.core.errors import InvalidInput, ServiceError
+from ragkit.rag.feedback import FeedbackLog, latest_per_answer, to_csv, validate_feedback
 from tests.conftest import SECRET, Stack
 
 GOOD = {

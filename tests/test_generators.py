@@ -10,16 +10,16 @@ from typing import Any
 import ollama
 import pytest
 
-from ragkit.errors import (
+from ragkit.adapters.generators import NOTHING_FOUND, ExtractiveGenerator, OllamaGenerator, build_messages
+from ragkit.adapters.generators.prompt import SYSTEM_PROMPT, format_context
+from ragkit.core.errors import (
     CallerError,
     DependencyError,
     DependencyTimeout,
     DependencyUnavailable,
     UpstreamRejected,
 )
-from ragkit.generators import NOTHING_FOUND, ExtractiveGenerator, OllamaGenerator, build_messages
-from ragkit.generators.prompt import SYSTEM_PROMPT, format_context
-from ragkit.types import Hit
+from ragkit.core.types import Hit
 from tests.support.fake_ollama import FakeOllama, _default_reply
 
 TIMEOUT_S = 0.5

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ragkit.errors import InvalidInput
-from ragkit.loaders import SUPPORTED_EXTENSIONS, load_bytes, load_path
-from ragkit.types import Document
+from ragkit.core.errors import InvalidInput
+from ragkit.core.types import Document
+from ragkit.rag.loaders import SUPPORTED_EXTENSIONS, load_bytes, load_path
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples" / "docs"
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact" / "corpus.jsonl"
@@ -371,7 +371,7 @@ def test_sample_docs_load_with_titles() -> None:
 
 def test_sample_docs_name_only_real_settings() -> None:
     # The samples are what users read first: a renamed or removed variable must not live on there.
-    from ragkit.config import Settings
+    from ragkit.core.config import Settings
 
     known = {field.validation_alias for field in Settings.model_fields.values()}
     pattern = re.compile(r"\b(?:RAGKIT|OLLAMA|QDRANT|REDIS)_[A-Z0-9_]*[A-Z0-9]\b|\bINTER_SERVICE_SECRET\b")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ragkit import loadtest as lt
 from ragkit.cli import main
-from ragkit.errors import InvalidInput
+from ragkit.core.errors import InvalidInput
+from ragkit.workbench import loadtest as lt
 from tests.conftest import SCIFACT, SECRET, Stack
 
 SUMMARY = re.compile(r"^p50=\d+ms p95=\d+ms p99=\d+ms rps=[\d.]+ failures=[\d.]+%$", re.MULTILINE)

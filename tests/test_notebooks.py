@@ -1,5 +1,5 @@
 """The ingestion and evaluation notebooks run by papermill against a live service, `ragkit notebook
-run`, and the evaluation logic underneath them (ragkit.evaluation, ragkit.notebook_runner)."""
+run`, and the evaluation logic underneath them (ragkit.workbench.evaluation, ragkit.workbench.notebooks)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
-from ragkit import evaluation as ev
 from ragkit.cli import main
-from ragkit.errors import InvalidInput, ServiceError
-from ragkit.notebook_runner import NOTEBOOK_DIR, find_notebook, parse_parameters, run_notebook
+from ragkit.core.errors import InvalidInput, ServiceError
+from ragkit.workbench import evaluation as ev
+from ragkit.workbench.notebooks import NOTEBOOK_DIR, find_notebook, parse_parameters, run_notebook
 from tests.conftest import REPO, SCIFACT, SECRET, Stack, start_stack
 
 needs_scifact = pytest.mark.skipif(not SCIFACT.is_dir(), reason="the shared SciFact data is not beside the repository")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ragkit.breakers import Breaker
-from ragkit.cache import FallbackCache, RedisCache
+from ragkit.adapters.breakers import Breaker
+from ragkit.adapters.cache import FallbackCache, RedisCache
 from tests.conftest import start_stack
 from tests.support.redis_server import RedisServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragkit.evaluation import document_ranking, evaluate_run, load_beir, sample_queries, subset_corpus_ids
+from ragkit.workbench.evaluation import document_ranking, evaluate_run, load_beir, sample_queries, subset_corpus_ids
 from tests.conftest import SCIFACT, Stack
 
 pytestmark = pytest.mark.skipif(not SCIFACT.is_dir(), reason="the shared SciFact data is not beside the repository")

@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from ragkit.errors import (
+from ragkit.adapters.stores.edge import EdgeStore
+from ragkit.adapters.stores.qdrant import QdrantStore
+from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
     ConfigurationError,
@@ -27,11 +29,9 @@ from ragkit.errors import (
     DocumentNotFound,
     InvalidInput,
 )
-from ragkit.sparse import Bm25Encoder
-from ragkit.stores._common import point_id
-from ragkit.stores.edge import EdgeStore
-from ragkit.stores.qdrant import QdrantStore
-from ragkit.types import CollectionSpec, Point, SparseVector, VectorStore
+from ragkit.core.names import point_id
+from ragkit.core.types import CollectionSpec, Point, SparseVector, VectorStore
+from ragkit.rag.sparse import Bm25Encoder
 
 # Local mode warns that payload indexes have no effect there; the stores create them on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")

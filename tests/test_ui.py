@@ -1,5 +1,5 @@
 """The Streamlit workbench, page by page, with AppTest against a live service (real HTTP, the
-real embedded stack), plus unit tests of the helpers in `ragkit.ui`."""
+real embedded stack), plus unit tests of the helpers in `ragkit.workbench.ui`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ragkit.ui import connection, display, evaluation, prometheus
+from ragkit.workbench.ui import connection, display, evaluation, prometheus
 from tests.conftest import REPO, SECRET, Stack, start_stack
 from tests.support.fake_ollama import FakeOllama
 from tests.support.live import free_port
@@ -625,7 +625,7 @@ def test_nothing_typed_into_the_collection_forms_shows_an_exception(loaded: Stac
 
 def test_a_collection_deleted_elsewhere_is_an_error_not_a_traceback(fresh: Stack) -> None:
     # The collection disappears between the page listing it and the question being sent.
-    from ragkit.ui import common
+    from ragkit.workbench.ui import common
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(common, "collection_names", lambda: ["ghost", "handbook"])
@@ -638,7 +638,7 @@ def test_a_collection_deleted_elsewhere_is_an_error_not_a_traceback(fresh: Stack
 
 
 def test_an_unexpected_error_is_a_message_not_a_traceback(loaded: Stack) -> None:
-    from ragkit.ui import common
+    from ragkit.workbench.ui import common
 
     def broken() -> list[str]:
         raise RuntimeError("a bug")

@@ -1,0 +1,89 @@
+"""Answers from an Ollama chat model (``POST /api/chat``), whole or streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager, aclosing
+from typing import Any
+
+import anyio
+
+from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages
+from ragkit.adapters.ollama_client import LoopBoundClient, translating
+from ragkit.core.errors import ConfigurationError
+from ragkit.core.types import Hit
+
+BREAKER = "ollama_generation"
+
+
+class OllamaGenerator:
+    """Implements ``ragkit.core.types.Generator`` through the official ``ollama`` async client.
+
+    ``timeout_s`` bounds the whole answer for ``generate``; for ``stream`` it bounds the wait for
+    each piece (a model that keeps producing tokens is healthy, however long the answer).
+    ``options`` are Ollama model options (temperature, num_ctx, ...).
+    """
+
+    breaker_name = BREAKER
+
+    def __init__(
+        self,
+        host: str,
+        model: str,
+        timeout_s: float,
+        options: Mapping[str, Any] | None = None,
+        max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
+    ) -> None:
+        if not model:
+            raise ConfigurationError("OllamaGenerator needs a model name (OLLAMA_CHAT_MODEL)")
+        self.host = host
+        self.model = model
+        self.timeout_s = timeout_s
+        self.options = dict(options or {})
+        self.max_context_chars = max_context_chars
+        self.name = f"ollama:{model}"
+        self._client = LoopBoundClient(host, timeout_s)
+
+    def _translating(self) -> AbstractContextManager[None]:
+        return translating(host=self.host, model=self.model, role="generation", timeout_s=self.timeout_s)
+
+    def _messages(self, question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
+        return build_messages(question, hits, max_context_chars=self.max_context_chars)
+
+    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+        if not hits:
+            # Nothing to ground an answer in: asking the model would only invite one from memory.
+            return NOTHING_FOUND
+        with self._translating():
+            with anyio.fail_after(self.timeout_s):
+                response = await self._client.get().chat(
+                    model=self.model,
+                    messages=self._messages(question, hits),
+                    stream=False,
+                    options=self.options or None,
+                )
+            return response.message.content or ""
+
+    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+        if not hits:
+            yield NOTHING_FOUND
+            return
+        # The client only connects when its iterator is first advanced, so connection errors
+        # surface inside the loop, not at the call: both are translated.
+        with self._translating():
+            parts = await self._client.get().chat(
+                model=self.model,
+                messages=self._messages(question, hits),
+                stream=True,
+                options=self.options or None,
+            )
+            # aclosing: a consumer that stops early (client gone) must release the connection
+            # now, which also tells Ollama to stop generating, rather than whenever GC runs.
+            async with aclosing(parts):
+                async for part in parts:
+                    content = part.message.content
+                    if content:
+                        yield content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,176 @@
+"""What the Ollama embedder and generator share: the client they talk through and the
+translation of everything the ``ollama`` client can raise into ragkit errors.
+
+What the ``ollama`` client (0.6.x) actually raises, measured against a real HTTP server:
+
+- connection refused: builtin ``ConnectionError`` with a generic message (no host) for
+  non-streaming calls, because the client wraps ``httpx.ConnectError`` ``from None``; but raw
+  ``httpx.ConnectError`` for ``stream=True`` calls, which bypass that wrapper, and only when the
+  returned iterator is first advanced;
+- a server that drops the connection: raw ``httpx.ReadError`` (RST) or ``httpx.RemoteProtocolError``
+  (closed without a response); never wrapped;
+- timeouts: raw ``httpx.ReadTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``PoolTimeout``;
+  the client sets NO timeout unless given one;
+- HTTP 4xx/5xx: ``ollama.ResponseError`` with ``status_code`` and ``error`` (parsed from the JSON
+  body's "error"); an in-band ``{"error": ...}`` line in a stream gives ``status_code == -1``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import httpx
+import ollama
+import pydantic
+
+from ragkit.core.errors import (
+    ConfigurationError,
+    DependencyTimeout,
+    DependencyUnavailable,
+    RagkitError,
+    UpstreamRejected,
+)
+
+DEPENDENCY = "ollama"
+Role = Literal["embedding", "generation"]
+
+# Which setting names the model, so the 404 message can say what to change.
+_MODEL_SETTING = {"embedding": "OLLAMA_EMBED_MODEL", "generation": "OLLAMA_CHAT_MODEL"}
+# Ollama answers 503 when its queue is full (OLLAMA_MAX_QUEUE); it usually clears in seconds.
+_BUSY_RETRY_AFTER_S = 2.0
+
+
+def make_timeout(timeout_s: float) -> httpx.Timeout:
+    """Every phase bounded; a refused or black-holed host must not take the full read budget."""
+    if timeout_s <= 0:
+        raise ConfigurationError(f"Ollama timeout must be positive, got {timeout_s!r}")
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+
+
+class LoopBoundClient:
+    """One ``ollama.AsyncClient`` per event loop.
+
+    httpx pools connections that belong to the loop that opened them; reusing the client from
+    another loop (a second ``asyncio.run``, a test with its own loop, a notebook kernel) fails
+    with "Event loop is closed" or hangs. So the client is rebuilt when the running loop changes.
+    """
+
+    def __init__(self, host: str, timeout_s: float) -> None:
+        self.host = host
+        self.timeout_s = timeout_s
+        self._timeout = make_timeout(timeout_s)
+        self._client: ollama.AsyncClient | None = None
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    def get(self) -> ollama.AsyncClient:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is None or self._loop() is not loop:
+            # The old client's connections belong to a loop that is gone or elsewhere; it cannot
+            # be closed from here, so it is dropped and its sockets are reclaimed with it.
+            self._client = ollama.AsyncClient(host=self.host, timeout=self._timeout)
+            self._loop = weakref.ref(loop)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        same_loop = self._loop is not None and self._loop() is asyncio.get_running_loop()
+        if client is not None and same_loop:
+            await client.close()
+
+
+def translate(exc: BaseException, *, host: str, model: str, role: Role, timeout_s: float) -> RagkitError:
+    """Map one exception from the ``ollama`` client (or httpx under it) to a ragkit error."""
+    doing = f"{role} with model '{model}'"
+    if isinstance(exc, RagkitError):
+        return exc
+    if isinstance(exc, ollama.ResponseError):
+        return _from_response_error(exc, host=host, model=model, role=role)
+    if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
+        return DependencyTimeout(
+            DEPENDENCY,
+            f"Ollama at {host} did not answer within {timeout_s:g} s ({doing}); it may be overloaded "
+            f"or still loading the model: check the host, or raise the timeout",
+        )
+    if isinstance(exc, (httpx.ConnectError, ConnectionRefusedError)) or type(exc) is ConnectionError:
+        return DependencyUnavailable(
+            DEPENDENCY,
+            f"cannot connect to Ollama at {host} ({doing}): is `ollama serve` running there, "
+            f"and is OLLAMA_HOST right?",
+        )
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, ConnectionError)):
+        return DependencyUnavailable(
+            DEPENDENCY,
+            f"Ollama at {host} dropped the connection without a complete answer ({doing}); "
+            f"it may have crashed or restarted: check its log",
+        )
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        return ConfigurationError(f"OLLAMA_HOST {host!r} is not a usable URL: {exc}")
+    if isinstance(exc, (httpx.TransportError, OSError)):
+        return DependencyUnavailable(
+            DEPENDENCY, f"network error talking to Ollama at {host} ({doing}): {exc!r}"
+        )
+    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError, httpx.DecodingError)):
+        return DependencyUnavailable(
+            DEPENDENCY,
+            f"unexpected answer from {host} ({doing}); is OLLAMA_HOST pointing at an Ollama server? "
+            f"({type(exc).__name__}: {str(exc)[:200]})",
+        )
+    return DependencyUnavailable(DEPENDENCY, f"Ollama at {host} failed ({doing}): {exc!r}")
+
+
+def _from_response_error(exc: ollama.ResponseError, *, host: str, model: str, role: Role) -> RagkitError:
+    status = exc.status_code
+    detail = str(exc.error or "").strip()[:300]
+    doing = f"{role} with model '{model}'"
+    if status == -1:
+        # An in-band {"error": ...} in a stream: the model runner failed after the answer began.
+        return DependencyUnavailable(DEPENDENCY, f"Ollama at {host} failed mid-answer ({doing}): {detail}")
+    if status == 503 or status == 429:
+        return DependencyUnavailable(
+            DEPENDENCY,
+            f"Ollama at {host} is busy (HTTP {status}: {detail}); retry shortly, or let it queue more "
+            f"(OLLAMA_MAX_QUEUE, OLLAMA_NUM_PARALLEL)",
+            retry_after=_BUSY_RETRY_AFTER_S,
+        )
+    if status >= 500:
+        return DependencyUnavailable(
+            DEPENDENCY, f"Ollama at {host} failed with HTTP {status} ({doing}): {detail or 'no detail'}"
+        )
+    if status == 408:
+        return DependencyTimeout(DEPENDENCY, f"Ollama at {host} timed out the request (HTTP 408, {doing})")
+    if status == 404 and "model" in detail.lower():
+        return UpstreamRejected(
+            f"Ollama at {host} does not have model '{model}': run `ollama pull {model}` on that host, "
+            f"or set {_MODEL_SETTING[role]} to a model it has (`ollama list`)",
+            dependency=DEPENDENCY,
+            model=model,
+        )
+    if status == 404:
+        # A 404 that does not mention a model: most likely not an Ollama server at all.
+        return UpstreamRejected(
+            f"{host} answered HTTP 404 to an Ollama {role} request ({detail or 'empty body'}); "
+            f"is OLLAMA_HOST pointing at an Ollama server?",
+            dependency=DEPENDENCY,
+            model=model,
+        )
+    return UpstreamRejected(
+        f"Ollama at {host} rejected the request (HTTP {status}, {doing}): {detail or 'no detail'}",
+        dependency=DEPENDENCY,
+        model=model,
+    )
+
+
+@contextmanager
+def translating(*, host: str, model: str, role: Role, timeout_s: float) -> Iterator[None]:
+    """Re-raise anything but cancellation as a ragkit error, keeping the original as the cause."""
+    try:
+        yield
+    except RagkitError:
+        raise
+    except Exception as exc:
+        raise translate(exc, host=host, model=model, role=role, timeout_s=timeout_s) from exc

@@ -1,0 +1,442 @@
+"""What the Edge and qdrant-client stores share, so that they behave the same by construction.
+
+* the names: vectors ``dense`` (cosine) and ``bm25`` (IDF modifier), the payload layout, the
+  collection-name rule and the deterministic point id;
+* a backend-neutral filter tree (``Match``/``AtLeast``/``Where``) that each store compiles to its
+  own library's classes, and the translation of the caller's flat ``filters`` into it;
+* ``StoreBase``: every method whose logic is not backend-specific (stats, document state, stale
+  deletion, document listing, search planning), written once on top of a handful of primitives
+  each store implements.
+
+Point payload layout (built by the caller)::
+
+    doc_id: str  chunk_index: int  chunk_count: int  content_hash: str
+    text: str    title: str        metadata: dict    (+ any extra keys, stored as given)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from ragkit.core.errors import DocumentNotFound, InvalidInput
+from ragkit.core.names import validate_collection_name
+from ragkit.core.types import (
+    SEARCH_MODES,
+    CollectionSpec,
+    CollectionStats,
+    DocumentState,
+    Hit,
+    Point,
+    SearchMode,
+    SparseVector,
+)
+
+DEPENDENCY = "qdrant"  # the name every DependencyError from a store carries, Edge included
+DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "bm25"
+KEYWORD_FIELDS = ("doc_id", "content_hash")  # indexed at creation: every document operation filters on them
+INTEGER_FIELDS = ("chunk_index",)  # indexed at creation: document heads and stale chunks filter on it
+REQUIRED_PAYLOAD = ("doc_id", "chunk_index", "chunk_count", "content_hash")
+RRF_K = 60  # the constant of the RRF paper; set explicitly because Qdrant's implicit default (2) differs
+MAX_TOP_K = 1000
+MAX_PAGE = 1000
+
+# One flat level of metadata: dots would address nested paths and brackets arrays, and every
+# distinct key filtered on gets a payload index, so arbitrary keys are not accepted.
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+# --------------------------------------------------------------------------- collection specs
+
+
+def validate_spec(spec: CollectionSpec) -> CollectionSpec:
+    validate_collection_name(spec.name)
+    problems = []
+    if not isinstance(spec.dimension, int) or spec.dimension < 1:
+        problems.append(f"dimension must be a positive integer, got {spec.dimension!r}")
+    if not isinstance(spec.chunk_size, int) or spec.chunk_size < 1:
+        problems.append(f"chunk_size must be a positive integer, got {spec.chunk_size!r}")
+    if not isinstance(spec.chunk_overlap, int) or not 0 <= spec.chunk_overlap < max(spec.chunk_size, 1):
+        problems.append(f"chunk_overlap must be in [0, chunk_size), got {spec.chunk_overlap!r}")
+    if not spec.embedder:
+        problems.append("embedder must be named")
+    if not spec.bm25_avg_len >= 0:
+        problems.append(f"bm25_avg_len must not be negative, got {spec.bm25_avg_len!r}")
+    if problems:
+        raise InvalidInput(f"invalid collection '{spec.name}': " + "; ".join(problems), collection=spec.name)
+    return spec
+
+
+def stamp_created(spec: CollectionSpec) -> CollectionSpec:
+    if spec.created_at:
+        return spec
+    return dataclasses.replace(spec, created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def check_update(stored: CollectionSpec, new: CollectionSpec) -> CollectionSpec:
+    """The new spec to store, refusing changes the existing vectors could not follow."""
+    validate_spec(new)
+    if new.dimension != stored.dimension:
+        raise InvalidInput(
+            f"collection '{new.name}' holds {stored.dimension}-dimensional vectors; its dimension cannot "
+            f"change to {new.dimension} (create a new collection instead)",
+            collection=new.name,
+        )
+    return dataclasses.replace(new, created_at=new.created_at or stored.created_at)
+
+
+def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
+    return dataclasses.asdict(spec)
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> CollectionSpec:
+    # Unknown keys are ignored so that a spec written by a newer ragkit still loads.
+    known = {f.name for f in dataclasses.fields(CollectionSpec)}
+    return CollectionSpec(**{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------- points and results
+
+
+def normalise_point(
+    point: Point, dimension: int | None = None
+) -> tuple[str, list[float], SparseVector, dict]:
+    """Check a point against the payload contract; return (canonical id, dense, sparse, payload)."""
+    try:
+        pid = str(uuid.UUID(str(point.id)))
+    except ValueError as exc:
+        raise InvalidInput(
+            f"point id {point.id!r} is not a UUID (use ragkit.core.names.point_id)"
+        ) from exc
+    payload = dict(point.payload)
+    missing = [key for key in REQUIRED_PAYLOAD if key not in payload]
+    if missing:
+        raise InvalidInput(f"point {pid} lacks payload keys {missing}")
+    if not isinstance(payload["doc_id"], str) or not payload["doc_id"]:
+        raise InvalidInput(f"point {pid}: doc_id must be a non-empty string")
+    for key in ("chunk_index", "chunk_count"):
+        if not isinstance(payload[key], int) or isinstance(payload[key], bool) or payload[key] < 0:
+            raise InvalidInput(f"point {pid}: {key} must be a non-negative integer")
+    if not isinstance(payload["content_hash"], str):
+        raise InvalidInput(f"point {pid}: content_hash must be a string")
+    payload.setdefault("text", "")
+    payload.setdefault("title", "")
+    payload["metadata"] = dict(payload.get("metadata") or {})
+    dense = [float(x) for x in point.dense]
+    if dimension is not None and len(dense) != dimension:
+        raise InvalidInput(
+            f"point {pid}: dense vector has {len(dense)} dimensions, the collection {dimension}"
+        )
+    if len(point.sparse.indices) != len(point.sparse.values):
+        raise InvalidInput(f"point {pid}: sparse vector has different numbers of indices and values")
+    return pid, dense, point.sparse, payload
+
+
+def hit_from(point_id_: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
+    payload = payload or {}
+    return Hit(
+        id=str(point_id_),
+        score=float(score),
+        text=payload.get("text", ""),
+        doc_id=payload.get("doc_id", ""),
+        chunk_index=int(payload.get("chunk_index", 0)),
+        metadata=payload.get("metadata") or {},
+        title=payload.get("title", ""),
+    )
+
+
+def state_from(payload: Mapping[str, Any], present: int, total: int | None = None) -> DocumentState:
+    return DocumentState(
+        doc_id=payload["doc_id"],
+        content_hash=payload.get("content_hash", ""),
+        chunk_count=int(payload.get("chunk_count", 0)),
+        present=present,
+        total=present if total is None else total,
+        title=payload.get("title", ""),
+        metadata=payload.get("metadata") or {},
+    )
+
+
+# --------------------------------------------------------------------------- neutral filters
+
+Scalar = str | int | bool
+IndexKind = Literal["keyword", "integer", "bool"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """``key`` equals one of ``values``."""
+
+    key: str
+    values: tuple[Scalar, ...]
+
+    @property
+    def kind(self) -> IndexKind | None:
+        """The payload index that serves this match; None for mixed value types."""
+        if all(isinstance(v, bool) for v in self.values):
+            return "bool"
+        if all(isinstance(v, str) for v in self.values):
+            return "keyword"
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in self.values):
+            return "integer"
+        return None
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """``key`` >= ``value``."""
+
+    key: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Where:
+    must: tuple[Condition, ...] = ()
+    should: tuple[Condition, ...] = ()
+    must_not: tuple[Condition, ...] = ()
+
+
+Condition = Match | AtLeast | Where
+
+
+def doc_where(doc_id: str) -> Where:
+    return Where(must=(Match("doc_id", (doc_id,)),))
+
+
+def version_where(doc_id: str, content_hash: str) -> Where:
+    return Where(must=(Match("doc_id", (doc_id,)), Match("content_hash", (content_hash,))))
+
+
+def heads_where(doc_ids: Sequence[str]) -> Where:
+    """First chunks of these documents. The ingester writes chunk 0 first and point ids are
+    per (document, chunk index), so chunk 0 always carries the newest version's hash and count."""
+    return Where(must=(Match("doc_id", tuple(doc_ids)), Match("chunk_index", (0,))))
+
+
+def stale_where(doc_id: str, keep_hash: str, keep_count: int) -> Where:
+    return Where(
+        must=(
+            Match("doc_id", (doc_id,)),
+            Where(
+                should=(
+                    Where(must_not=(Match("content_hash", (keep_hash,)),)),
+                    AtLeast("chunk_index", keep_count),
+                )
+            ),
+        )
+    )
+
+
+def _filter_values(key: str, value: object) -> tuple[Scalar, ...]:
+    values = tuple(value) if isinstance(value, list | tuple) else (value,)
+    if not values:
+        raise InvalidInput(f"filter '{key}' has an empty list of values; give at least one", field=key)
+    for v in values:
+        if not isinstance(v, str | int | bool):  # bool is an int; float, None and containers are refused
+            raise InvalidInput(
+                f"filter '{key}' has a value of type {type(v).__name__}; filters match strings, integers "
+                "or booleans exactly (or a list of them for any-of)",
+                field=key,
+            )
+    return values
+
+
+def translate_filters(filters: Mapping[str, Any] | None) -> Where | None:
+    """``{field: value | [values]}`` → all of (field equals value / any of values).
+
+    ``doc_id`` is the top-level payload field; any other key is read from ``metadata.<key>``.
+    """
+    if not filters:
+        return None
+    if not isinstance(filters, Mapping):
+        raise InvalidInput("filters must be an object of field: value")
+    matches = []
+    for key, value in filters.items():
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+            raise InvalidInput(
+                f"invalid filter field {key!r}: use 1-64 letters, digits, '_' or '-' (metadata keys only)",
+                field=str(key),
+            )
+        path = "doc_id" if key == "doc_id" else f"metadata.{key}"
+        matches.append(Match(path, _filter_values(key, value)))
+    return Where(must=tuple(matches))
+
+
+def index_needs(where: Where | None) -> dict[str, IndexKind]:
+    """Metadata fields a filter reads and the index type that serves each."""
+    if where is None:
+        return {}
+    return {
+        c.key: c.kind for c in where.must if isinstance(c, Match) and c.key.startswith("metadata.") and c.kind
+    }
+
+
+# --------------------------------------------------------------------------- search planning
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    mode: SearchMode
+    limit: int
+    prefetch_limit: int  # per branch of a hybrid query
+    dense: list[float] | None
+    sparse: SparseVector | None  # None also when the query has no terms (only stopwords)
+    where: Where | None
+
+    @property
+    def nothing_to_match(self) -> bool:
+        return self.mode == "sparse" and self.sparse is None
+
+
+def plan_search(
+    mode: str,
+    dense: Sequence[float] | None,
+    sparse: SparseVector | None,
+    top_k: int,
+    filters: Mapping[str, Any] | None,
+) -> SearchPlan:
+    if mode not in SEARCH_MODES:
+        raise InvalidInput(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidInput(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+    if mode in ("dense", "hybrid") and (dense is None or len(dense) == 0):
+        raise InvalidInput(f"{mode} search needs a dense query vector")
+    if mode in ("sparse", "hybrid") and sparse is None:
+        raise InvalidInput(f"{mode} search needs a sparse (BM25) query vector")
+    if sparse is not None and len(sparse.indices) != len(sparse.values):
+        raise InvalidInput("sparse query vector has different numbers of indices and values")
+    # A query of stopwords only has no terms: sparse search finds nothing and hybrid search
+    # is left with its dense branch, on both stores alike.
+    terms = sparse if sparse is not None and sparse.indices else None
+    return SearchPlan(
+        mode=mode,  # type: ignore[arg-type]
+        limit=top_k,
+        prefetch_limit=max(top_k * 2, 20),
+        dense=[float(x) for x in dense] if dense is not None and len(dense) else None,
+        sparse=terms,
+        where=translate_filters(filters),
+    )
+
+
+# --------------------------------------------------------------------------- shared store logic
+
+
+class StoreBase(ABC):
+    """The store methods that only combine primitives. Subclasses implement the primitives,
+    translating their backend's exceptions into ragkit errors."""
+
+    @abstractmethod
+    def get_collection(self, name: str) -> CollectionSpec: ...
+
+    @abstractmethod
+    def _count(self, name: str, where: Where | None) -> int: ...
+
+    @abstractmethod
+    def _doc_counts(self, name: str, where: Where | None, limit: int) -> dict[str, int]:
+        """Points per distinct doc_id among those matching ``where`` (a facet)."""
+
+    @abstractmethod
+    def _payloads(self, name: str, where: Where, limit: int) -> list[dict[str, Any]]:
+        """Payloads (without the chunk text) of up to ``limit`` points matching ``where``."""
+
+    @abstractmethod
+    def _delete(self, name: str, where: Where) -> None: ...
+
+    @abstractmethod
+    def _write_guard(self, name: str) -> AbstractContextManager[object]:
+        """Held around read-then-write sequences, so their count matches what they delete."""
+
+    @abstractmethod
+    def _ensure_indexes(self, name: str, needs: Mapping[str, IndexKind]) -> None: ...
+
+    @abstractmethod
+    def _query(self, name: str, plan: SearchPlan) -> list[Hit]: ...
+
+    # -- shared
+
+    def stats(self, name: str) -> CollectionStats:
+        spec = self.get_collection(name)
+        chunks = self._count(name, None)
+        documents = len(self._doc_counts(name, None, chunks)) if chunks else 0
+        return CollectionStats(spec=spec, documents=documents, chunks=chunks)
+
+    def document_state(self, name: str, doc_id: str) -> DocumentState | None:
+        validate_collection_name(name)
+        heads = self._payloads(name, heads_where([doc_id]), 1)
+        if not heads:
+            # No chunk 0 (written out of order by hand): any chunk still tells the version.
+            heads = self._payloads(name, doc_where(doc_id), 1)
+            if not heads:
+                return None
+        head = heads[0]
+        present = self._count(name, version_where(doc_id, head.get("content_hash", "")))
+        return state_from(head, present, self._count(name, doc_where(doc_id)))
+
+    def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int:
+        validate_collection_name(name)
+        where = stale_where(doc_id, keep_hash, keep_count)
+        with self._write_guard(name):
+            stale = self._count(name, where)
+            if stale:
+                self._delete(name, where)
+        return stale
+
+    def delete_document(self, name: str, doc_id: str) -> int:
+        validate_collection_name(name)
+        where = doc_where(doc_id)
+        with self._write_guard(name):
+            removed = self._count(name, where)
+            if not removed:
+                raise DocumentNotFound(name, doc_id)
+            self._delete(name, where)
+        return removed
+
+    def list_documents(self, name: str, limit: int = 100, offset: int = 0) -> list[DocumentState]:
+        """Documents sorted by id; ``offset``/``limit`` page over that order."""
+        validate_collection_name(name)
+        if not 1 <= limit <= MAX_PAGE or offset < 0:
+            raise InvalidInput(f"limit must be 1-{MAX_PAGE} and offset non-negative, got {limit}, {offset}")
+        chunks = self._count(name, None)
+        if not chunks:
+            return []
+        page = sorted(self._doc_counts(name, None, chunks))[offset : offset + limit]
+        if not page:
+            return []
+        heads = {p["doc_id"]: p for p in self._payloads(name, heads_where(page), len(page))}
+        for doc_id in page:  # a document without chunk 0 still gets listed
+            if doc_id not in heads:
+                heads.update({p["doc_id"]: p for p in self._payloads(name, doc_where(doc_id), 1)})
+        versions = Where(
+            should=tuple(version_where(d, heads[d].get("content_hash", "")) for d in page if d in heads)
+        )
+        present = self._doc_counts(name, versions, len(page))
+        return [state_from(heads[d], present.get(d, 0)) for d in page if d in heads]
+
+    def search(
+        self,
+        name: str,
+        *,
+        mode: SearchMode,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        top_k: int,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        validate_collection_name(name)
+        plan = plan_search(mode, dense, sparse, top_k, filters)
+        needs = index_needs(plan.where)
+        if needs:
+            self._ensure_indexes(name, needs)
+        if plan.nothing_to_match:
+            self._count(name, None)  # still answers CollectionNotFound for an unknown collection
+            return []
+        return self._query(name, plan)

@@ -1,0 +1,505 @@
+"""The embedded default: Qdrant Edge (``qdrant-edge-py``), the Qdrant engine in this process.
+
+Layout under ``data_dir``::
+
+    edge.lock                      held (flock) while an EdgeStore owns the folder
+    collections/<name>/shard/      one EdgeShard per collection (segments, WAL)
+    collections/<name>/spec.json   the CollectionSpec; written last, so its presence is the
+                                   sign of a complete collection
+
+What was measured on qdrant-edge-py 0.9 (and shapes this module):
+
+* Calls may come from any thread, but the binding holds the GIL for the whole of each call.
+  Reads are not serialised by this module, yet they do not run in parallel either; each query
+  is short (about a millisecond on 20k x 384 points once indexed).
+* ``optimize()`` holds the GIL for its whole run (about 5 s for 10k x 384 points on 2 cores): every
+  Python thread of the process stalls until it returns, the event loop included. Schedule it
+  when a stall is acceptable. Edge runs no background optimizer: until ``optimize()``, new points
+  are searched by brute force.
+* A shard's WAL is locked by whoever opened it: a second open in the same process fails too.
+  ``EdgeStore`` therefore takes a lock on the whole folder when it starts.
+* Errors are plain ``Exception``/``ValueError`` whose message starts with Qdrant's error kind
+  ("Wrong input", "Vector dimension error", "Service runtime error", ...); ``_translate`` relies on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from ragkit.adapters.stores.common import (
+    DENSE_VECTOR,
+    DEPENDENCY,
+    INTEGER_FIELDS,
+    KEYWORD_FIELDS,
+    RRF_K,
+    SPARSE_VECTOR,
+    AtLeast,
+    IndexKind,
+    Match,
+    SearchPlan,
+    StoreBase,
+    Where,
+    check_update,
+    hit_from,
+    normalise_point,
+    spec_from_dict,
+    spec_to_dict,
+    stamp_created,
+    validate_spec,
+)
+from ragkit.core.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    ConfigurationError,
+    DependencyTimeout,
+    DependencyUnavailable,
+    InvalidInput,
+    RagkitError,
+)
+from ragkit.core.names import validate_collection_name
+from ragkit.core.types import CollectionSpec, Hit, Point
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: only the in-process guard below applies
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "spec.json"
+SHARD_DIR = "shard"
+# Message prefixes of Qdrant errors that mean the request itself was wrong.
+_INVALID_PREFIXES = (
+    "Wrong input",
+    "Bad input",
+    "Bad request",
+    "Validation failed",
+    "Vector dimension error",
+    "Not existing vector name",
+    "Payload type does not match",
+    "Wrong usage",
+    "failed to parse",
+)
+_SCHEMAS: dict[str, qe.PayloadSchemaType] = {
+    "keyword": qe.PayloadSchemaType.Keyword,
+    "integer": qe.PayloadSchemaType.Integer,
+    "bool": qe.PayloadSchemaType.Bool,
+}
+# Folders owned by an EdgeStore of this process. flock already refuses a second lock from the
+# same process; this set gives the clearer message and covers systems without fcntl.
+_OWNED: set[Path] = set()
+_OWNED_LOCK = threading.Lock()
+
+
+class _FolderLock:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder.resolve()
+        self._file: Any = None
+        with _OWNED_LOCK:
+            if self.folder in _OWNED:
+                raise ConfigurationError(
+                    f"{self.folder} is already open by another EdgeStore in this process; share that one "
+                    "(the service owns the store, other tools go through its API)"
+                )
+            handle = open(self.folder / "edge.lock", "a+")  # noqa: SIM115 - held for the store's life
+            if fcntl is not None:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as exc:
+                    handle.close()
+                    raise ConfigurationError(
+                        f"{self.folder} is in use by another process (an embedded store has a single owner: "
+                        "stop the other ragkit service, or set QDRANT_URL to share a Qdrant server)"
+                    ) from exc
+            self._file = handle
+            _OWNED.add(self.folder)
+
+    def release(self) -> None:
+        with _OWNED_LOCK:
+            if self._file is None:
+                return
+            if fcntl is not None:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+            _OWNED.discard(self.folder)
+
+
+class _Collection:
+    """An open shard with what is kept beside it."""
+
+    def __init__(self, directory: Path, shard: qe.EdgeShard, spec: CollectionSpec) -> None:
+        self.directory = directory
+        self.shard = shard
+        self.spec = spec
+        # Writes, index creation and optimize take this; reads do not.
+        self.write_lock = threading.RLock()
+        self.indexed: set[str] = set(shard.info().payload_schema)
+        self.closed = False
+
+
+def _read_spec(path: Path) -> CollectionSpec:
+    return spec_from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _write_spec(path: Path, spec: CollectionSpec) -> None:
+    # Write-then-rename, so a crash leaves the old spec or the new one, never half of one.
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(spec_to_dict(spec), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _scalar(value: str | int | bool) -> Any:
+    # qdrant-edge-py 0.9 converts a Python bool in MatchValue to the integer 0/1 (bool is an int
+    # subclass and the binding tries int first), so `flag == True` would never match a boolean.
+    # numpy.bool_ is not an int, so the binding falls through to its bool case.
+    return np.bool_(value) if isinstance(value, bool) else value
+
+
+def _compile(where: Where | None) -> qe.Filter | None:
+    if where is None:
+        return None
+
+    def condition(c: Match | AtLeast | Where) -> Any:
+        if isinstance(c, Where):
+            return _compile(c)
+        if isinstance(c, AtLeast):
+            return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=float(c.value)))
+        if len(c.values) == 1:
+            return qe.FieldCondition(key=c.key, match=qe.MatchValue(_scalar(c.values[0])))
+        if c.kind in ("keyword", "integer"):
+            return qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.values)))
+        # MatchAny takes only strings or only integers: booleans and mixtures become a should.
+        return qe.Filter(
+            should=[qe.FieldCondition(key=c.key, match=qe.MatchValue(_scalar(v))) for v in c.values]
+        )
+
+    return qe.Filter(
+        must=[condition(c) for c in where.must] or None,
+        should=[condition(c) for c in where.should] or None,
+        must_not=[condition(c) for c in where.must_not] or None,
+    )
+
+
+def _nearest(plan: SearchPlan, branch: str) -> qe.Query:
+    if branch == "dense":
+        return qe.Query.Nearest(plan.dense, using=DENSE_VECTOR)
+    assert plan.sparse is not None
+    return qe.Query.Nearest(
+        qe.SparseVector(list(plan.sparse.indices), list(plan.sparse.values)), using=SPARSE_VECTOR
+    )
+
+
+class EdgeStore(StoreBase):
+    """VectorStore on Qdrant Edge: one shard per collection under ``data_dir/collections``.
+
+    Shards are opened on first use and kept open until ``close()``. ``indexing_threshold_kb``
+    is Qdrant's: segments smaller than that are left unindexed by ``optimize()`` (None keeps
+    Qdrant's default of 10 MB of vectors, below which brute force is fast anyway).
+    """
+
+    name = "edge"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        hnsw_m: int = 16,
+        ef_construct: int = 100,
+        full_scan_threshold_kb: int = 10_000,
+        indexing_threshold_kb: int | None = None,
+        max_search_threads: int | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self._root = self.data_dir / "collections"
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the embedded store folder {self._root}: {exc}") from exc
+        self._hnsw = qe.HnswIndexConfig(
+            m=hnsw_m,
+            ef_construct=ef_construct,
+            full_scan_threshold=full_scan_threshold_kb,
+            max_indexing_threads=0,
+        )
+        self._optimizers = (
+            qe.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb)
+            if indexing_threshold_kb is not None
+            else None
+        )
+        self._max_search_threads = max_search_threads
+        self._open: dict[str, _Collection] = {}
+        self._registry = threading.Lock()  # guards _open and the collection folders
+        self._closed = False
+        self._folder_lock = _FolderLock(self.data_dir)  # last: nothing after it can fail and leak it
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DependencyUnavailable(DEPENDENCY, "the embedded Qdrant Edge store is closed")
+
+    def _translate(self, exc: Exception, name: str | None, handle: _Collection | None) -> RagkitError:
+        if self._closed:
+            return DependencyUnavailable(DEPENDENCY, "the embedded Qdrant Edge store is closed")
+        if handle is not None and handle.closed and name:
+            return CollectionNotFound(name)  # deleted while this call was using it
+        message = str(exc)
+        if isinstance(exc, ValueError | TypeError) or message.startswith(_INVALID_PREFIXES):
+            return InvalidInput(f"Qdrant Edge rejected the request: {message}")
+        if message.startswith("Timeout"):
+            return DependencyTimeout(DEPENDENCY, f"Qdrant Edge timed out: {message}")
+        return DependencyUnavailable(DEPENDENCY, f"Qdrant Edge failed: {message}")
+
+    @contextmanager
+    def _backend(self, name: str | None = None, handle: _Collection | None = None) -> Iterator[None]:
+        try:
+            yield
+        except RagkitError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, name, handle) from exc
+
+    def _config(self, dimension: int) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={DENSE_VECTOR: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=self._hnsw,
+            optimizers=self._optimizers,
+            max_search_threads=self._max_search_threads,
+        )
+
+    def _handle(self, name: str) -> _Collection:
+        validate_collection_name(name)
+        self._check_open()
+        handle = self._open.get(name)
+        if handle is not None:
+            return handle
+        with self._registry:
+            handle = self._open.get(name)
+            if handle is not None:
+                return handle
+            directory = self._root / name
+            if not (directory / SPEC_FILE).is_file():
+                raise CollectionNotFound(name)
+            with self._backend(name):
+                spec = _read_spec(directory / SPEC_FILE)
+                handle = _Collection(directory, qe.EdgeShard.load(str(directory / SHARD_DIR)), spec)
+            self._open[name] = handle
+            return handle
+
+    # ------------------------------------------------------------------ collections
+
+    def create_collection(self, spec: CollectionSpec) -> None:
+        spec = stamp_created(validate_spec(spec))
+        self._check_open()
+        with self._registry:
+            directory = self._root / spec.name
+            if (directory / SPEC_FILE).is_file():
+                raise CollectionExists(spec.name)
+            with self._backend(spec.name):
+                if directory.exists():  # the remains of an interrupted create or delete
+                    shutil.rmtree(directory)
+                shard = qe.EdgeShard.create(str(directory / SHARD_DIR), self._config(spec.dimension))
+                try:
+                    for field in KEYWORD_FIELDS:
+                        shard.update(
+                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
+                        )
+                    for field in INTEGER_FIELDS:
+                        shard.update(
+                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
+                        )
+                    _write_spec(directory / SPEC_FILE, spec)
+                except BaseException:
+                    shard.close()
+                    shutil.rmtree(directory, ignore_errors=True)
+                    raise
+                self._open[spec.name] = _Collection(directory, shard, spec)
+
+    def get_collection(self, name: str) -> CollectionSpec:
+        validate_collection_name(name)
+        self._check_open()
+        handle = self._open.get(name)
+        if handle is not None:
+            return handle.spec
+        path = self._root / name / SPEC_FILE
+        if not path.is_file():
+            raise CollectionNotFound(name)
+        with self._backend(name):
+            return _read_spec(path)
+
+    def update_collection(self, spec: CollectionSpec) -> None:
+        handle = self._handle(spec.name)
+        with handle.write_lock, self._backend(spec.name, handle):
+            new = check_update(handle.spec, spec)
+            _write_spec(handle.directory / SPEC_FILE, new)
+            handle.spec = new
+
+    def list_collections(self) -> list[CollectionSpec]:
+        self._check_open()
+        with self._backend():
+            names = sorted(p.parent.name for p in self._root.glob(f"*/{SPEC_FILE}"))
+        specs = []
+        for name in names:
+            try:
+                specs.append(self.get_collection(name))
+            except CollectionNotFound:  # deleted meanwhile
+                continue
+        return specs
+
+    def delete_collection(self, name: str) -> None:
+        validate_collection_name(name)
+        self._check_open()
+        with self._registry:
+            directory = self._root / name
+            if not (directory / SPEC_FILE).is_file():
+                raise CollectionNotFound(name)
+            handle = self._open.pop(name, None)
+            with self._backend(name):
+                if handle is not None:
+                    with handle.write_lock:
+                        handle.closed = True
+                        handle.shard.close()
+                # The spec goes first: from then on the collection does not exist, even if
+                # removing its files fails (the next create of that name clears them).
+                (directory / SPEC_FILE).unlink()
+            try:
+                shutil.rmtree(directory)
+            except OSError as exc:
+                log.warning("could not remove the files of deleted collection %s: %s", name, exc)
+
+    # ------------------------------------------------------------------ points
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None:
+        handle = self._handle(name)
+        converted = []
+        for point in points:
+            pid, dense, sparse, payload = normalise_point(point, handle.spec.dimension)
+            vectors = {
+                DENSE_VECTOR: dense,
+                SPARSE_VECTOR: qe.SparseVector(list(sparse.indices), list(sparse.values)),
+            }
+            converted.append(qe.Point(pid, vectors, payload))
+        if not converted:
+            return
+        with handle.write_lock, self._backend(name, handle):
+            handle.shard.update(qe.UpdateOperation.upsert_points(converted))
+
+    def _count(self, name: str, where: Where | None) -> int:
+        handle = self._handle(name)
+        with self._backend(name, handle):
+            return handle.shard.count(qe.CountRequest(exact=True, filter=_compile(where)))
+
+    def _doc_counts(self, name: str, where: Where | None, limit: int) -> dict[str, int]:
+        handle = self._handle(name)
+        with self._backend(name, handle):
+            response = handle.shard.facet(
+                qe.FacetRequest(key="doc_id", limit=max(limit, 1), exact=True, filter=_compile(where))
+            )
+        return {str(hit.value): hit.count for hit in response.hits}
+
+    def _payloads(self, name: str, where: Where, limit: int) -> list[dict[str, Any]]:
+        handle = self._handle(name)
+        with self._backend(name, handle):
+            records, _ = handle.shard.scroll(
+                qe.ScrollRequest(
+                    limit=limit,
+                    filter=_compile(where),
+                    with_payload=qe.PayloadSelector.Exclude(["text"]),
+                    with_vector=False,
+                )
+            )
+        return [dict(r.payload or {}) for r in records]
+
+    def _delete(self, name: str, where: Where) -> None:
+        handle = self._handle(name)
+        with handle.write_lock, self._backend(name, handle):
+            handle.shard.update(qe.UpdateOperation.delete_points_by_filter(_compile(where)))
+
+    def _write_guard(self, name: str) -> threading.RLock:
+        return self._handle(name).write_lock
+
+    def _ensure_indexes(self, name: str, needs: Mapping[str, IndexKind]) -> None:
+        handle = self._handle(name)
+        missing = {path: kind for path, kind in needs.items() if path not in handle.indexed}
+        if not missing:
+            return
+        with handle.write_lock, self._backend(name, handle):
+            for path, kind in missing.items():
+                if path not in handle.indexed:
+                    handle.shard.update(qe.UpdateOperation.create_field_index(path, _SCHEMAS[kind]))
+                    handle.indexed.add(path)
+
+    def _query(self, name: str, plan: SearchPlan) -> list[Hit]:
+        handle = self._handle(name)
+        flt = _compile(plan.where)
+        if plan.mode == "hybrid":
+            branches = ["dense", "sparse"] if plan.sparse is not None else ["dense"]
+            request = qe.QueryRequest(
+                limit=plan.limit,
+                prefetches=[
+                    qe.Prefetch(limit=plan.prefetch_limit, query=_nearest(plan, b), filter=flt)
+                    for b in branches
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                filter=flt,
+                with_payload=True,
+                with_vector=False,
+            )
+        else:
+            request = qe.QueryRequest(
+                limit=plan.limit,
+                query=_nearest(plan, plan.mode),
+                filter=flt,
+                with_payload=True,
+                with_vector=False,
+            )
+        with self._backend(name, handle):
+            points = handle.shard.query(request)
+        return [hit_from(p.id, p.score, p.payload) for p in points]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def optimize(self, name: str) -> None:
+        """Merge segments and build the HNSW index. Blocks, and stalls the process (see module doc)."""
+        handle = self._handle(name)
+        with handle.write_lock, self._backend(name, handle):
+            handle.shard.optimize()
+
+    def ping(self) -> None:
+        self._check_open()
+        if not self._root.is_dir():
+            raise DependencyUnavailable(DEPENDENCY, f"the embedded store folder {self._root} has disappeared")
+
+    def close(self) -> None:
+        """Flush and close every shard and release the folder. Idempotent."""
+        with self._registry:
+            if self._closed:
+                return
+            self._closed = True
+            handles = list(self._open.items())
+            self._open.clear()
+        failure: tuple[str, Exception] | None = None
+        for name, handle in handles:
+            with handle.write_lock:
+                handle.closed = True
+                try:
+                    handle.shard.flush()
+                    handle.shard.close()
+                except Exception as exc:  # keep closing the others, report the first
+                    failure = failure or (name, exc)
+        self._folder_lock.release()
+        if failure is not None:
+            name, exc = failure
+            raise DependencyUnavailable(DEPENDENCY, f"closing collection '{name}' failed: {exc}") from exc

@@ -1,0 +1,23 @@
+"""The `ragkit` command line, one module per command group. Everything but `serve`, `up` and
+`secret` is a client of a running service (RAGKIT_API_URL, token from INTER_SERVICE_SECRET or `.env`)."""
+
+from __future__ import annotations
+
+import click
+
+from ragkit.cli.collections import collections
+from ragkit.cli.documents import ask, ingest, search
+from ragkit.cli.health import health
+from ragkit.cli.loadtest import loadtest
+from ragkit.cli.notebook import notebook
+from ragkit.cli.server import secret, serve, up
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ragkit")
+def main() -> None:
+    """ragkit: retrieval-augmented generation over your document collections."""
+
+
+for command in (serve, up, ingest, search, ask, collections, health, secret, loadtest, notebook):
+    main.add_command(command)

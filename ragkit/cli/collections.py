@@ -1,0 +1,75 @@
+"""`ragkit collections`: list, show, create and delete collections."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ragkit.cli.common import client_from_environment, friendly_errors
+
+
+@click.group()
+def collections() -> None:
+    """List, show, create and delete collections.
+
+    Example: ragkit collections list
+    """
+
+
+@collections.command("list")
+@friendly_errors
+def collections_list() -> None:
+    """List collections with their sizes.
+
+    Example: ragkit collections list
+    """
+    with client_from_environment() as client:
+        items = client.collections()
+    if not items:
+        click.echo("no collections yet; create one with `ragkit ingest PATH -c NAME`")
+    for c in items:
+        click.echo(f"{c['name']:<30} {c['documents']:>7} docs {c['chunks']:>8} chunks  {c['embedder']}")
+
+
+@collections.command("show")
+@click.argument("name")
+@friendly_errors
+def collections_show(name: str) -> None:
+    """Show one collection.
+
+    Example: ragkit collections show ragkit-docs
+    """
+    with client_from_environment() as client:
+        click.echo(json.dumps(client.collection(name), indent=2))
+
+
+@collections.command("create")
+@click.argument("name")
+@click.option("--chunk-size", type=int)
+@click.option("--chunk-overlap", type=int)
+@friendly_errors
+def collections_create(name: str, chunk_size: int | None, chunk_overlap: int | None) -> None:
+    """Create an empty collection.
+
+    Example: ragkit collections create handbook --chunk-size 200 --chunk-overlap 30
+    """
+    with client_from_environment() as client:
+        created = client.create_collection(name, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    click.echo(f"created {created['name']} (chunk size {created['chunk_size']}, overlap {created['chunk_overlap']})")
+
+
+@collections.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@friendly_errors
+def collections_delete(name: str, yes: bool) -> None:
+    """Delete a collection and all its documents.
+
+    Example: ragkit collections delete handbook --yes
+    """
+    if not yes:
+        click.confirm(f"Delete collection '{name}' and all its documents?", abort=True)
+    with client_from_environment() as client:
+        client.delete_collection(name)
+    click.echo(f"deleted {name}")

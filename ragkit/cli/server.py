@@ -1,0 +1,66 @@
+"""Commands that run ragkit itself: `serve`, `up` and `secret` (no running service needed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ragkit.core.errors import RagkitError
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes (needs QDRANT_URL).")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP service.
+
+    Example: ragkit serve --port 8000
+    """
+    import uvicorn
+
+    from ragkit.core.config import get_settings
+    from ragkit.core.logs import configure_logging
+    from ragkit.http.app import create_app
+
+    settings = get_settings()
+    configure_logging(settings.data_dir)
+    if workers > 1 and not settings.qdrant_url:
+        raise click.UsageError("the embedded store belongs to one process: --workers > 1 needs QDRANT_URL")
+    try:
+        app = create_app(settings)
+    except RagkitError as exc:
+        click.secho(f"ragkit refuses to start: {exc.message}", fg="red", err=True)
+        sys.exit(2)
+    if workers > 1:
+        uvicorn.run("ragkit.__main__:app_factory", factory=True, host=host, port=port, workers=workers)
+    else:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@click.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="Service port.")
+@click.option("--ui-port", default=8501, show_default=True, type=int, help="Streamlit UI port.")
+@click.option("--no-ui", is_flag=True, help="Start only the service.")
+@click.option("--samples", default="samples/docs", show_default=True, help="Folder ingested on first start.")
+def up(port: int, ui_port: int, no_ui: bool, samples: str) -> None:
+    """Start the service (and the UI) with a sample collection, and wait.
+
+    Example: ragkit up
+    """
+    from ragkit.workbench.launcher import run_workbench
+
+    run_workbench(port=port, ui_port=ui_port, with_ui=not no_ui, samples=Path(samples))
+
+
+@click.command()
+def secret() -> None:
+    """Print a new random service secret (64 hex characters).
+
+    Example: ragkit secret
+    """
+    from ragkit.http.auth import new_secret
+
+    click.echo(new_secret())

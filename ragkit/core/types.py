@@ -1,0 +1,261 @@
+"""Results as frozen dataclasses, and the ports (Protocols) every backend implements.
+
+Implementations never inherit these Protocols; they just match them. Pipeline code sees
+only these names, so a store, embedder, generator or cache can be swapped by configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+# The search vocabulary, defined here once: the HTTP schemas, the CLI, the UI, the evaluation and
+# the stores all import it.
+SearchMode = Literal["dense", "sparse", "hybrid"]
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
+DEFAULT_MODE: SearchMode = "hybrid"
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000  # the most results one search returns (RAGKIT_MAX_TOP_K may lower it)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A source document before chunking. ``id`` is stable across re-ingestion."""
+
+    id: str
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    doc_id: str
+    chunk_index: int
+    text: str
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One stored chunk: its id, both vectors and the payload the store keeps."""
+
+    id: str
+    dense: Sequence[float]
+    sparse: SparseVector
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    text: str
+    doc_id: str
+    chunk_index: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    title: str = ""
+
+
+def hit_to_dict(hit: Hit) -> dict[str, Any]:
+    return asdict(hit) | {"metadata": dict(hit.metadata)}
+
+
+def hit_from_dict(data: Mapping[str, Any]) -> Hit:
+    return Hit(**data)
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """What a collection remembers about how it was built."""
+
+    name: str
+    embedder: str
+    dimension: int
+    chunk_size: int
+    chunk_overlap: int
+    bm25_avg_len: float = 0.0  # 0: not yet known (set from the first ingestion)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    spec: CollectionSpec
+    documents: int
+    chunks: int
+
+
+@dataclass(frozen=True)
+class DocumentState:
+    """What the store holds of one document: enough to decide skip / replace / finish."""
+
+    doc_id: str
+    content_hash: str
+    chunk_count: int  # chunks the document should have (from the payload)
+    present: int  # chunks actually stored with that hash
+    total: int = 0  # all stored chunks of the document, any version (more than present: stale ones left)
+    title: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search returns: the hits, the mode actually used and every fallback taken."""
+
+    query: str
+    collection: str
+    hits: tuple[Hit, ...]
+    mode_used: SearchMode
+    degraded: bool = False
+    reasons: tuple[str, ...] = ()
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    answer: str
+    sources: tuple[Hit, ...]
+    generator: str
+    mode_used: SearchMode
+    degraded: bool = False
+    reasons: tuple[str, ...] = ()
+    timings_ms: Mapping[str, float] = field(default_factory=dict)
+
+
+class Embedder(Protocol):
+    """Turns text into dense vectors; also owns the tokenizer chunks are sized with."""
+
+    name: str  # e.g. "local:all-MiniLM-L6-v2"; stored with each collection
+    dimension: int
+    breaker_name: str  # "local_embedding" or "ollama_embedding"
+    max_tokens: int  # longest input (in the tokenizer's tokens) the model reads in full
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+class Generator(Protocol):
+    """Writes an answer from a question and numbered context passages."""
+
+    name: str
+    breaker_name: str  # "local_generation" or "ollama_generation"
+
+    async def generate(self, question: str, hits: Sequence[Hit]) -> str: ...
+
+    def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]: ...
+
+
+class VectorStore(Protocol):
+    """A Qdrant-backed chunk store. Methods are synchronous and thread-safe; the pipeline
+    calls them from a worker thread. Every method raises ragkit errors only."""
+
+    name: str  # "edge" or "qdrant"
+
+    def create_collection(self, spec: CollectionSpec) -> None: ...
+
+    def get_collection(self, name: str) -> CollectionSpec: ...
+
+    def update_collection(self, spec: CollectionSpec) -> None: ...
+
+    def list_collections(self) -> list[CollectionSpec]: ...
+
+    def delete_collection(self, name: str) -> None: ...
+
+    def stats(self, name: str) -> CollectionStats: ...
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None: ...
+
+    def document_state(self, name: str, doc_id: str) -> DocumentState | None: ...
+
+    def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int: ...
+
+    def delete_document(self, name: str, doc_id: str) -> int: ...
+
+    def list_documents(self, name: str, limit: int = 100, offset: int = 0) -> list[DocumentState]: ...
+
+    def search(
+        self,
+        name: str,
+        *,
+        mode: SearchMode,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        top_k: int,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Hit]: ...
+
+    def optimize(self, name: str) -> None: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Store(Protocol):
+    """The store as the logic layer sees it: `VectorStore`'s operations, awaitable, each already
+    behind its circuit breaker and deadline (`ragkit.adapters.guarded.GuardedStore`)."""
+
+    name: str
+
+    async def get_collection(self, name: str, *, fresh: bool = False) -> CollectionSpec:
+        """``fresh=False`` may answer from a short-lived cache (the search path)."""
+
+    async def create_collection(self, spec: CollectionSpec) -> None: ...
+
+    async def update_collection(self, spec: CollectionSpec) -> None: ...
+
+    async def delete_collection(self, name: str) -> None: ...
+
+    async def list_collections(self) -> list[CollectionSpec]: ...
+
+    async def stats(self, name: str) -> CollectionStats: ...
+
+    async def optimize(self, name: str) -> None: ...
+
+    async def upsert(self, name: str, points: Sequence[Point]) -> None: ...
+
+    async def document_state(self, name: str, doc_id: str) -> DocumentState | None: ...
+
+    async def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int: ...
+
+    async def delete_document(self, name: str, doc_id: str) -> int: ...
+
+    async def list_documents(self, name: str, limit: int = 100, offset: int = 0) -> list[DocumentState]: ...
+
+    async def search(
+        self,
+        name: str,
+        *,
+        mode: SearchMode,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        top_k: int,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Hit]: ...
+
+    async def ping(self) -> None: ...
+
+
+class Cache(Protocol):
+    """Bytes by key with a time to live, plus fixed-window counters for rate limits."""
+
+    name: str  # "memory" or "redis"
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    async def incr_window(self, key: str, window_seconds: float) -> int: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,109 @@
+"""The HTTP service: `create_app(settings)` builds a FastAPI app that owns the services.
+
+The app wires the pieces of this package together: the gate (auth + rate limits) every /api
+route passes, the body-size limit, the error → HTTP mapping, the routes by resource, request
+metrics, and the deprecated unversioned alias of the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from ragkit import __version__
+from ragkit.core.config import Settings, get_settings
+from ragkit.core.errors import RagkitError
+from ragkit.http.auth import ServiceTokens
+from ragkit.http.body_limit import BodyLimit
+from ragkit.http.errors import install_error_handlers
+from ragkit.http.gate import Gate
+from ragkit.http.routes import collections, documents, feedback, health, rag
+from ragkit.rag.ingest import learn_dimension
+from ragkit.services import Services, build_services
+
+log = logging.getLogger("ragkit.http")
+
+API_PREFIX = "/api/v1/rag"
+DEPRECATED_PREFIX = "/api/rag"  # the unversioned API of old clients: same handlers, a Deprecation header
+
+
+def _route_label(request: Request) -> str:
+    """The route template (`/api/v1/rag/collections/{name}`), never the raw path: label values
+    must stay few, whatever callers put in their URLs."""
+    template = getattr(request.scope.get("route"), "path", None)
+    if template is None:
+        return "unmatched"
+    for prefix in (API_PREFIX, DEPRECATED_PREFIX):
+        # A route of an included router may carry its path without the prefix it is mounted at.
+        if request.url.path.startswith(prefix + "/") and not template.startswith(prefix):
+            return prefix + template
+    return template
+
+
+async def _warm_up(services: Services) -> None:
+    """Load the model and learn the embedding size before the first request, not during it."""
+    load = getattr(services.embedder, "load", None)
+    if load is not None:
+        await asyncio.to_thread(load)
+    try:
+        await learn_dimension(services.embedder)
+    except RagkitError as exc:  # Ollama may be down at start; it is retried on first use
+        log.warning("could not reach the embedder at start: %s", exc.message)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """The service app. Refuses to start (ConfigurationError) without valid service secrets."""
+    settings = settings or get_settings()
+    ServiceTokens(settings.service_secrets)  # fail at once, before loading any model
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = services is None
+        built = services or await asyncio.to_thread(build_services, settings)
+        await _warm_up(built)
+        app.state.services = built
+        app.state.gate = Gate(settings, built.cache)
+        try:
+            yield
+        finally:
+            await built.optimizer.wait()
+            if owned:
+                await built.close()
+
+    app = FastAPI(
+        title="ragkit",
+        version=__version__,
+        description="Retrieval-augmented generation over your document collections. "
+        "Every /api/v1 route needs the X-Service-Token header.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for module in (rag, collections, documents, feedback):
+        app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
+        app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        if request.url.path.startswith(DEPRECATED_PREFIX + "/"):
+            response.headers["Deprecation"] = "true"
+            successor = request.url.path.replace(DEPRECATED_PREFIX + "/", API_PREFIX + "/", 1)
+            response.headers["Link"] = f'<{successor}>; rel="successor-version"'
+        services = getattr(request.app.state, "services", None)
+        if services is not None:
+            path = _route_label(request)
+            services.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+            services.metrics.request_latency.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    return app

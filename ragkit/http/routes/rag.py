@@ -1,0 +1,94 @@
+"""Search and answers: `/search` (POST and GET) and `/query` (JSON or server-sent events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ragkit.core.errors import RagkitError
+from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, AnswerResult, SearchResult, hit_to_dict
+from ragkit.http.deps import require, services_of
+from ragkit.http.schemas import Mode, QueryRequest, QueryResponse, SearchRequest, SearchResponse
+
+TAG = "rag"
+router = APIRouter()
+
+
+def _search_response(result: SearchResult) -> dict[str, Any]:
+    return {
+        "query": result.query,
+        "collection": result.collection,
+        "results": [hit_to_dict(h) for h in result.hits],
+        "mode_used": result.mode_used,
+        "degraded": result.degraded,
+        "reasons": list(result.reasons),
+        "timings_ms": dict(result.timings_ms),
+    }
+
+
+def _answer_response(result: AnswerResult) -> dict[str, Any]:
+    return {**asdict(result), "sources": [hit_to_dict(h) for h in result.sources]}
+
+
+@router.post("/search", response_model=SearchResponse, dependencies=[require("read")])
+async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
+    """Search a collection in dense, sparse (BM25) or hybrid (RRF of both) mode."""
+    result = await services_of(request).pipeline.search(
+        body.collection, body.query, top_k=body.top_k, mode=body.mode, filters=body.filters
+    )
+    return _search_response(result)
+
+
+@router.get("/search", response_model=SearchResponse, dependencies=[require("read")])
+async def search_get(
+    request: Request,
+    query: str = Query(..., description="Text to search for"),
+    collection: str = Query(...),
+    top_k: int = DEFAULT_TOP_K,
+    mode: Mode = DEFAULT_MODE,
+) -> dict[str, Any]:
+    """The same search as POST, for quick use from a browser or curl (no filters)."""
+    result = await services_of(request).pipeline.search(collection, query, top_k=top_k, mode=mode)
+    return _search_response(result)
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+@router.post(
+    "/query",
+    response_model=QueryResponse,
+    dependencies=[require("read")],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def query(body: QueryRequest, request: Request):  # noqa: ANN201 - JSON or a stream
+    """Answer a question from a collection, citing the passages used as [n]."""
+    pipeline = services_of(request).pipeline
+    if not body.stream:
+        result = await pipeline.answer(
+            body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters
+        )
+        return _answer_response(result)
+
+    events = pipeline.answer_stream(
+        body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters
+    )
+    # Retrieval happens before the first event: its errors (404, 422, 503) are still plain
+    # HTTP errors, not a stream that starts and then fails.
+    first = await anext(events)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield _sse(*first)
+        try:
+            async for event in events:
+                yield _sse(*event)
+        except RagkitError as exc:
+            yield _sse("error", {"error": exc.to_dict()})
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

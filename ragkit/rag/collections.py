@@ -1,0 +1,132 @@
+"""The collections service: every operation on a collection and its documents, as one call each.
+
+The HTTP handlers, the MCP tools and the jobs all go through here, so creating a collection
+always binds it to the current embedder, ingestion always schedules the index build, and an
+upload always reports per file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ragkit.core.errors import InvalidInput, RagkitError
+from ragkit.core.names import validate_collection_name
+from ragkit.core.types import CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
+from ragkit.rag.chunking import validate_chunking
+from ragkit.rag.ingest import Ingestor, IngestReport, learn_dimension
+from ragkit.rag.loaders import load_bytes
+from ragkit.rag.optimizer import Optimizer
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    filename: str
+    documents: int = 0
+    report: IngestReport | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.report is not None
+
+
+@dataclass
+class UploadReport:
+    files: list[FileOutcome] = field(default_factory=list)
+
+    @property
+    def all_failed(self) -> bool:
+        return all(not f.ok for f in self.files)
+
+    def totals(self) -> dict[str, float]:
+        totals = {"ingested": 0, "skipped_unchanged": 0, "chunks": 0, "seconds": 0.0}
+        for outcome in self.files:
+            if outcome.report is not None:
+                for key, value in outcome.report.as_dict().items():
+                    totals[key] += value
+        return totals
+
+
+class Collections:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        ingestor: Ingestor,
+        optimizer: Optimizer,
+        *,
+        default_chunk_size: int,
+        default_chunk_overlap: int,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._ingestor = ingestor
+        self._optimizer = optimizer
+        self._default_chunk_size = default_chunk_size
+        self._default_chunk_overlap = default_chunk_overlap
+
+    async def all_stats(self) -> list[CollectionStats]:
+        return [await self._store.stats(spec.name) for spec in await self._store.list_collections()]
+
+    async def stats(self, name: str) -> CollectionStats:
+        return await self._store.stats(name)
+
+    async def create(
+        self, name: str, *, chunk_size: int | None = None, chunk_overlap: int | None = None
+    ) -> CollectionStats:
+        """An empty collection bound to the service's current embedder."""
+        validate_collection_name(name)
+        size = chunk_size if chunk_size is not None else self._default_chunk_size
+        overlap = chunk_overlap if chunk_overlap is not None else min(self._default_chunk_overlap, size // 2)
+        validate_chunking(size, overlap)
+        await learn_dimension(self._embedder)
+        spec = CollectionSpec(
+            name=name,
+            embedder=self._embedder.name,
+            dimension=self._embedder.dimension,
+            chunk_size=size,
+            chunk_overlap=overlap,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        await self._store.create_collection(spec)
+        return CollectionStats(spec=spec, documents=0, chunks=0)
+
+    async def drop(self, name: str) -> None:
+        await self._store.delete_collection(name)
+
+    async def documents(self, name: str, *, limit: int = 100, offset: int = 0) -> list[DocumentState]:
+        return await self._store.list_documents(name, limit=limit, offset=offset)
+
+    async def delete_document(self, name: str, doc_id: str) -> int:
+        return await self._store.delete_document(name, doc_id)
+
+    async def ingest(self, name: str, documents: Sequence[Document]) -> IngestReport:
+        report = await self._ingestor.ingest(name, documents)
+        self._optimizer.schedule(name)
+        return report
+
+    async def ingest_files(self, name: str, files: Sequence[tuple[str, bytes]]) -> UploadReport:
+        """Each (filename, content) is loaded and ingested on its own: one bad file fails alone."""
+        if not files:
+            raise InvalidInput("no files in the upload; send them in the multipart field 'files'")
+        # The collection must exist before any file is read (404 beats a list of per-file errors).
+        await self._store.get_collection(name, fresh=True)
+        upload = UploadReport()
+        for filename, content in files:
+            try:
+                documents = await asyncio.to_thread(load_bytes, filename, content)
+                if not documents:
+                    raise InvalidInput(f"{filename} holds no text")
+                report = await self._ingestor.ingest(name, documents)
+            except RagkitError as exc:
+                if exc.status >= 500:
+                    raise  # a dependency outage is not this file's fault: fail the request
+                upload.files.append(FileOutcome(filename, error=exc.message))
+                continue
+            upload.files.append(FileOutcome(filename, documents=len(documents), report=report))
+        if not upload.all_failed:
+            self._optimizer.schedule(name)
+        return upload

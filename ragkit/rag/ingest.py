@@ -1,0 +1,191 @@
+"""Idempotent ingestion: documents → chunks → dense + BM25 vectors → upserts.
+
+Guarantees (DESIGN.md §3, Ingestion):
+* point ids are deterministic (collection, document id, chunk index), so re-running a batch
+  overwrites instead of duplicating;
+* a document whose content hash is stored with all its chunks is skipped;
+* a changed document's new chunks are written first and only then are the stale ones
+  deleted, so it never has zero chunks and keeps no stale chunk;
+* a document cut off half way (a killed run) has fewer chunks than its `chunk_count` says, or
+  still has stale chunks beside its new ones, so the next run writes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from ragkit.core.errors import EmbedderMismatch, InvalidInput
+from ragkit.core.metrics import Metrics
+from ragkit.core.names import point_id
+from ragkit.core.types import Chunk, CollectionSpec, Document, Embedder, Point, Store
+from ragkit.rag.chunking import chunk_document, content_hash
+from ragkit.rag.sparse import Bm25Encoder
+
+MIN_CHUNK_TOKENS = 16
+
+
+@dataclass
+class IngestReport:
+    ingested: int = 0
+    skipped_unchanged: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    document_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ingested": self.ingested,
+            "skipped_unchanged": self.skipped_unchanged,
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def check_embedder(spec: CollectionSpec, embedder: Embedder) -> None:
+    if spec.embedder != embedder.name or spec.dimension != embedder.dimension:
+        raise EmbedderMismatch(spec.name, spec.embedder, spec.dimension, embedder.name, embedder.dimension)
+
+
+async def learn_dimension(embedder: Embedder) -> None:
+    """A remote model tells its vector size only when asked (one probe, then remembered)."""
+    ensure_dimension = getattr(embedder, "ensure_dimension", None)
+    if ensure_dimension is not None:
+        await ensure_dimension()
+
+
+def embedding_text(chunk: Chunk) -> str:
+    """What both vectors see: the title gives every chunk of a document its topic."""
+    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+
+
+def unique_documents(documents: Iterable[Document]) -> list[Document]:
+    seen: set[str] = set()
+    result = []
+    for doc in documents:
+        if doc.id in seen:
+            raise InvalidInput(f"document id '{doc.id}' appears more than once in one request", doc_id=doc.id)
+        if not doc.text.strip():
+            raise InvalidInput(f"document '{doc.id}' has no text", doc_id=doc.id)
+        seen.add(doc.id)
+        result.append(doc)
+    return result
+
+
+def plan_chunks(doc: Document, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]) -> list[Chunk]:
+    """The chunks ingestion writes for ``doc`` (also used to show chunk lengths without the service)."""
+    # The title is embedded with every chunk, so it takes part of the token budget.
+    title_tokens = count_tokens(doc.title) + 1 if doc.title else 0
+    size = max(chunk_size - title_tokens, MIN_CHUNK_TOKENS)
+    overlap = min(chunk_overlap, size // 2)
+    return chunk_document(doc, chunk_size=size, chunk_overlap=overlap, count_tokens=count_tokens)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        embedder: Embedder,
+        metrics: Metrics,
+        *,
+        batch_chunks: int = 128,
+    ) -> None:
+        self._store = store
+        self._embedder = embedder
+        self._metrics = metrics
+        self._batch_chunks = batch_chunks
+
+    def _chunks_of(self, doc: Document, spec: CollectionSpec) -> list[Chunk]:
+        return plan_chunks(doc, spec.chunk_size, spec.chunk_overlap, self._embedder.count_tokens)
+
+    async def ingest(
+        self,
+        collection: str,
+        documents: Sequence[Document],
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport()
+        documents = unique_documents(documents)
+        spec = await self._store.get_collection(collection, fresh=True)
+        await learn_dimension(self._embedder)
+        check_embedder(spec, self._embedder)
+
+        pending: list[tuple[Document, str, list[Chunk]]] = []
+        pending_chunks = 0
+        for doc in documents:
+            digest = content_hash(doc)
+            state = await self._store.document_state(collection, doc.id)
+            complete = state is not None and state.present >= state.chunk_count and state.total == state.present
+            if complete and state.content_hash == digest:
+                report.skipped_unchanged += 1
+                self._metrics.ingested_documents.labels(collection, "unchanged").inc()
+                if progress:
+                    progress(1)
+                continue
+            chunks = self._chunks_of(doc, spec)
+            pending.append((doc, digest, chunks))
+            pending_chunks += len(chunks)
+            if pending_chunks >= self._batch_chunks:
+                spec = await self._write(spec, pending, report, progress)
+                pending, pending_chunks = [], 0
+        if pending:
+            await self._write(spec, pending, report, progress)
+        report.seconds = time.perf_counter() - started
+        self._metrics.stage_latency.labels("ingest").observe(report.seconds)
+        return report
+
+    async def _write(
+        self,
+        spec: CollectionSpec,
+        batch: list[tuple[Document, str, list[Chunk]]],
+        report: IngestReport,
+        progress: Callable[[int], None] | None,
+    ) -> CollectionSpec:
+        texts = [embedding_text(c) for _, _, chunks in batch for c in chunks]
+        if spec.bm25_avg_len <= 0:
+            # BM25's length normalisation wants the collection's real mean length; the first
+            # batch is the best estimate there is, and it is kept for the collection's life.
+            mean = Bm25Encoder(avg_len=1.0).mean_terms(texts)
+            spec = replace(spec, bm25_avg_len=max(mean, 1.0))
+            await self._store.update_collection(spec)
+        encoder = Bm25Encoder(avg_len=spec.bm25_avg_len)
+
+        embed_started = time.perf_counter()
+        dense = await self._embedder.embed(texts)
+        self._metrics.stage_latency.labels("ingest_embed").observe(time.perf_counter() - embed_started)
+        sparse = await asyncio.to_thread(encoder.embed_documents, texts)
+
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        points: list[Point] = []
+        cursor = 0
+        for doc, digest, chunks in batch:
+            for chunk in chunks:
+                payload = {
+                    "doc_id": doc.id,
+                    "chunk_index": chunk.chunk_index,
+                    "chunk_count": len(chunks),
+                    "content_hash": digest,
+                    "text": chunk.text,
+                    "title": doc.title,
+                    "metadata": dict(doc.metadata),
+                    "ingested_at": now,
+                }
+                points.append(
+                    Point(point_id(spec.name, doc.id, chunk.chunk_index), dense[cursor], sparse[cursor], payload)
+                )
+                cursor += 1
+        await self._store.upsert(spec.name, points)
+        for doc, digest, chunks in batch:
+            await self._store.delete_stale(spec.name, doc.id, digest, len(chunks))
+            report.ingested += 1
+            report.chunks += len(chunks)
+            report.document_ids.append(doc.id)
+            self._metrics.ingested_documents.labels(spec.name, "ingested").inc()
+            self._metrics.ingested_chunks.labels(spec.name).inc(len(chunks))
+        if progress:
+            progress(len(batch))
+        return spec

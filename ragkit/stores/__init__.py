@@ -1,5 +1,0 @@
-"""Vector stores: ``edge`` (embedded Qdrant Edge, the default) and ``qdrant`` (qdrant-client).
-
-Import the implementation you need from its module (``ragkit.stores.edge`` or
-``ragkit.stores.qdrant``); this package does not import them, so using one never loads the other.
-"""

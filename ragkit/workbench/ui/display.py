@@ -1,0 +1,197 @@
+"""Small formatting and validation rules of the pages, kept out of Streamlit to be tested."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ragkit.core.errors import RagkitError, ServiceError
+
+MODES = ("hybrid", "dense", "sparse")
+UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "jsonl", "json")
+# The service's own limits (ragkit.rag.chunking, ragkit.adapters.stores.common), checked before sending so a
+# person sees the problem next to the field instead of as an HTTP error.
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 16, 8192
+_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
+BREAKER_COLOURS = {"closed": "green", "half_open": "orange", "open": "red"}
+STATUS_COLOURS = {"ok": "green", "degraded": "orange", "down": "red", "recovering": "orange", "failing": "red"}
+
+
+def escape_markdown(text: str) -> str:
+    """Text shown literally inside markdown (titles, ids and file names are not markdown)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def cited_numbers(answer: str) -> set[int]:
+    return {int(n) for n in _CITATION.findall(answer or "")}
+
+
+def preview(text: str, length: int = 160) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= length else flat[: length - 1].rstrip() + "…"
+
+
+def score_text(score: Any) -> str:
+    # Hybrid scores are RRF sums around 0.01-0.03 and dense ones cosines near 1: significant
+    # digits, not fixed decimals, keep both readable.
+    return f"{score:.4g}" if isinstance(score, int | float) else "?"
+
+
+def document_label(hit: Mapping[str, Any]) -> str:
+    return str(hit.get("title") or hit.get("doc_id") or "?")
+
+
+def source_label(number: int, hit: Mapping[str, Any], *, cited: bool) -> str:
+    """An expander label: `[2] Title · chunk 3 · score 0.0328 · cited`."""
+    parts = [
+        f"**[{number}]** {escape_markdown(document_label(hit))}",
+        f"chunk {hit.get('chunk_index', '?')}",
+        f"score {score_text(hit.get('score'))}",
+    ]
+    if cited:
+        parts.append(":blue[cited]")
+    return " · ".join(parts)
+
+
+def source_details(hit: Mapping[str, Any]) -> str:
+    """The caption over an opened passage: where it comes from, its score and its metadata."""
+    parts = [
+        f"document `{str(hit.get('doc_id', '?')).replace('`', '')}`",
+        f"chunk {hit.get('chunk_index', '?')}",
+        f"score {score_text(hit.get('score'))}",
+    ]
+    metadata = hit.get("metadata") or {}
+    parts += [f"{escape_markdown(str(k))}: {escape_markdown(str(v))}" for k, v in list(metadata.items())[:8]]
+    return " · ".join(parts)
+
+
+def timings_caption(
+    timings_ms: Mapping[str, Any], *, mode_used: str | None = None, generator: str | None = None
+) -> str:
+    parts = []
+    for key, label in (("retrieval", "retrieval"), ("generation", "generation"), ("total", "total")):
+        value = timings_ms.get(key)
+        if isinstance(value, int | float):
+            parts.append(f"{label} {value:,.0f} ms")
+    if mode_used:
+        parts.append(f"{mode_used} search")
+    if generator:
+        parts.append(f"{generator} answer")
+    return " · ".join(parts)
+
+
+def degraded_text(reasons: Sequence[str]) -> str:
+    why = "; ".join(r for r in reasons if r) or "the service did not say why"
+    return f"**Degraded answer.** {why}"
+
+
+def error_text(exc: BaseException) -> str:
+    """What went wrong, for a person: the service's own message, with the status when useful."""
+    if isinstance(exc, ServiceError):
+        hint = {
+            401: " Check INTER_SERVICE_SECRET.",
+            404: "",
+            413: " Send less at once.",
+            429: " Wait a moment and try again.",
+            503: " A dependency is down; see the Health page.",
+            504: " A dependency timed out; see the Health page.",
+        }.get(exc.status, "")
+        return f"{exc.message} (HTTP {exc.status}).{hint}"
+    if isinstance(exc, RagkitError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def results_rows(hits: Iterable[Mapping[str, Any]], *, with_metadata: bool = True) -> list[dict[str, Any]]:
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        row: dict[str, Any] = {
+            "#": rank,
+            "score": hit.get("score"),
+            "document": document_label(hit),
+            "doc_id": hit.get("doc_id"),
+            "chunk": hit.get("chunk_index"),
+            "preview": preview(str(hit.get("text", ""))),
+        }
+        if with_metadata:
+            metadata = hit.get("metadata") or {}
+            row["metadata"] = json.dumps(metadata, ensure_ascii=False, default=str) if metadata else ""
+        rows.append(row)
+    return rows
+
+
+def overlap(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> int:
+    """How many passages two result lists share (by point id)."""
+    return len({h.get("id") for h in a} & {h.get("id") for h in b})
+
+
+def validate_new_collection(name: str, chunk_size: Any, chunk_overlap: Any, existing: Iterable[str]) -> list[str]:
+    """Every problem with a new collection's settings, in the words of the form's fields."""
+    problems = []
+    name = (name or "").strip()
+    if not name:
+        problems.append("Name: give the collection a name.")
+    elif not _COLLECTION_NAME.match(name):
+        problems.append("Name: use 1-63 letters, digits, '_' or '-', starting with a letter or digit.")
+    elif name in set(existing):
+        problems.append(f"Name: a collection called '{name}' already exists.")
+    if not isinstance(chunk_size, int) or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        problems.append(f"Chunk size: between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} tokens.")
+    if not isinstance(chunk_overlap, int) or chunk_overlap < 0:
+        problems.append("Overlap: 0 or more tokens.")
+    elif isinstance(chunk_size, int) and chunk_overlap >= chunk_size:
+        problems.append("Overlap: must be smaller than the chunk size.")
+    return problems
+
+
+def upload_row(filename: str, result: Mapping[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    """One file's outcome for the upload table: ingested, unchanged or failed, and why."""
+    if error is not None or result is None:
+        return {"file": filename, "result": "failed", "documents": 0, "chunks": 0, "why": error or "no answer"}
+    if result.get("status") == "failed":
+        return {"file": filename, "result": "failed", "documents": 0, "chunks": 0, "why": result.get("error", "")}
+    ingested, unchanged = int(result.get("ingested", 0)), int(result.get("skipped_unchanged", 0))
+    if ingested and unchanged:
+        outcome = f"ingested {ingested}, unchanged {unchanged}"
+    elif ingested:
+        outcome = "ingested"
+    else:
+        outcome = "unchanged"
+    return {
+        "file": filename,
+        "result": outcome,
+        "documents": int(result.get("documents", ingested + unchanged)),
+        "chunks": int(result.get("chunks", 0)),
+        "why": "" if ingested else "same content as before; nothing to do",
+    }
+
+
+def file_result_from(response: Mapping[str, Any], filename: str) -> Mapping[str, Any] | None:
+    for entry in response.get("files") or []:
+        if entry.get("filename") == filename:
+            return entry
+    files = response.get("files") or []
+    return files[0] if len(files) == 1 else None
+
+
+def collection_rows(collections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for c in collections:
+        chunks, dimension = int(c.get("chunks", 0)), int(c.get("dimension", 0))
+        rows.append({
+            "name": c.get("name"),
+            "documents": c.get("documents"),
+            "chunks": chunks,
+            "embedder": c.get("embedder"),
+            "dimension": dimension,
+            # Dense float32 vectors only; the sparse vectors, payload and index add to it.
+            "vectors (MB)": round(chunks * dimension * 4 / 1_000_000, 2),
+            "chunk size": c.get("chunk_size"),
+            "overlap": c.get("chunk_overlap"),
+            "created": c.get("created_at"),
+        })
+    return rows
