@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ragkit.cli.common import client_from_environment, friendly_errors
-from ragkit.core.errors import InvalidInput, ServiceError
+from ragkit.client import DEFAULT_BATCH_DOCUMENTS
+from ragkit.core.errors import InvalidInput
+from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, SEARCH_MODES
 
-BATCH_DOCUMENTS = 32
 
-
-def _documents_in(paths: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+def _documents_in(paths: tuple[str, ...]) -> list[dict[str, Any]]:
     from ragkit.rag.loaders import load_path
 
-    for raw in paths:
-        for doc in load_path(Path(raw)):
-            yield {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": dict(doc.metadata)}
-
-
-def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    return [
+        {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": dict(doc.metadata)}
+        for raw in paths
+        for doc in load_path(Path(raw))
+    ]
 
 
 @click.command()
@@ -39,7 +30,7 @@ def _batches(items: Iterator[dict[str, Any]], size: int) -> Iterator[list[dict[s
 @click.option("-c", "--collection", required=True, help="Collection to ingest into (created if missing).")
 @click.option("--chunk-size", type=int, help="Chunk size in tokens, for a new collection.")
 @click.option("--chunk-overlap", type=int, help="Chunk overlap in tokens, for a new collection.")
-@click.option("--batch", default=BATCH_DOCUMENTS, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--batch", default=DEFAULT_BATCH_DOCUMENTS, show_default=True, type=click.IntRange(1, 1000),
               help="Documents per request.")
 @friendly_errors
 def ingest(paths: tuple[str, ...], collection: str, chunk_size: int | None, chunk_overlap: int | None,
@@ -51,27 +42,20 @@ def ingest(paths: tuple[str, ...], collection: str, chunk_size: int | None, chun
     from tqdm import tqdm
 
     with client_from_environment() as client:
-        try:
-            client.collection(collection)
-        except ServiceError as exc:
-            if exc.status != 404:
-                raise
-            client.create_collection(collection, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        _, created = client.ensure_collection(collection, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        if created:
             click.echo(f"created collection {collection}")
-        totals = {"ingested": 0, "skipped_unchanged": 0, "chunks": 0}
         try:
-            documents = list(_documents_in(paths))
+            documents = _documents_in(paths)
         except InvalidInput as exc:
             raise click.UsageError(exc.message) from exc
         with tqdm(total=len(documents), unit="doc", desc=f"ingesting into {collection}") as bar:
-            for group in _batches(iter(documents), batch):
-                result = client.ingest(collection, group)
-                for key in totals:
-                    totals[key] += result[key]
-                bar.update(len(group))
-    click.echo(
-        f"{totals['ingested']} ingested, {totals['skipped_unchanged']} unchanged, {totals['chunks']} chunks written"
-    )
+            summary = client.ingest_documents(collection, documents, batch_size=batch, progress=bar.update)
+    for failure in summary.failures:
+        click.secho(f"failed: {failure['id']}: {failure['error']}", fg="red", err=True)
+    click.echo(f"{summary.ingested} ingested, {summary.unchanged} unchanged, {summary.chunks} chunks written")
+    if summary.failures:
+        sys.exit(1)
 
 
 def _print_hits(hits: list[dict[str, Any]]) -> None:
@@ -83,8 +67,8 @@ def _print_hits(hits: list[dict[str, Any]]) -> None:
 @click.command()
 @click.argument("query")
 @click.option("-c", "--collection", required=True)
-@click.option("-k", "--top-k", default=5, show_default=True, type=int)
-@click.option("-m", "--mode", default="hybrid", show_default=True, type=click.Choice(["dense", "sparse", "hybrid"]))
+@click.option("-k", "--top-k", default=DEFAULT_TOP_K, show_default=True, type=int)
+@click.option("-m", "--mode", default=DEFAULT_MODE, show_default=True, type=click.Choice(SEARCH_MODES))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
 @friendly_errors
 def search(query: str, collection: str, top_k: int, mode: str, as_json: bool) -> None:
@@ -105,8 +89,8 @@ def search(query: str, collection: str, top_k: int, mode: str, as_json: bool) ->
 @click.command()
 @click.argument("question")
 @click.option("-c", "--collection", required=True)
-@click.option("-k", "--top-k", default=5, show_default=True, type=int)
-@click.option("-m", "--mode", default="hybrid", show_default=True, type=click.Choice(["dense", "sparse", "hybrid"]))
+@click.option("-k", "--top-k", default=DEFAULT_TOP_K, show_default=True, type=int)
+@click.option("-m", "--mode", default=DEFAULT_MODE, show_default=True, type=click.Choice(SEARCH_MODES))
 @click.option("--no-stream", is_flag=True, help="Wait for the whole answer.")
 @friendly_errors
 def ask(question: str, collection: str, top_k: int, mode: str, no_stream: bool) -> None:

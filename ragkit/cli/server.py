@@ -61,6 +61,6 @@ def secret() -> None:
 
     Example: ragkit secret
     """
-    from ragkit.http.auth import new_secret
+    from ragkit.core.config import new_secret
 
     click.echo(new_secret())

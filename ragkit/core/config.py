@@ -7,11 +7,24 @@ Variable names follow DESIGN.md §3 (some are the upstream tools' own names, suc
 from __future__ import annotations
 
 import functools
+import secrets
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ragkit.core.types import MAX_TOP_K
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+DEFAULT_DATA_DIR = Path("data")
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+MIN_SECRET_BYTES = 32
+
+
+def new_secret() -> str:
+    """A fresh service secret: 32 random bytes as 64 hex characters."""
+    return secrets.token_hex(MIN_SECRET_BYTES)
 
 
 def _env(name: str, default: object = None, **kwargs: object) -> object:
@@ -22,8 +35,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
 
     inter_service_secret: str = _env("INTER_SERVICE_SECRET", "")
-    data_dir: Path = _env("RAGKIT_DATA_DIR", Path("data"))
-    api_url: str = _env("RAGKIT_API_URL", "http://127.0.0.1:8000")
+    data_dir: Path = _env("RAGKIT_DATA_DIR", DEFAULT_DATA_DIR)
+    api_url: str = _env("RAGKIT_API_URL", DEFAULT_API_URL)
     ui_port: int = _env("RAGKIT_UI_PORT", 8501)
 
     embedder: Literal["local", "ollama"] | None = _env("RAGKIT_EMBEDDER")
@@ -59,10 +72,10 @@ class Settings(BaseSettings):
 
     chunk_size: int = _env("RAGKIT_CHUNK_SIZE", 200, ge=16, le=8192)
     chunk_overlap: int = _env("RAGKIT_CHUNK_OVERLAP", 30, ge=0)
-    max_request_bytes: int = _env("RAGKIT_MAX_REQUEST_BYTES", 32 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = _env("RAGKIT_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     max_documents_per_request: int = _env("RAGKIT_MAX_DOCUMENTS", 2000, ge=1)
     max_query_chars: int = _env("RAGKIT_MAX_QUERY_CHARS", 4000, ge=1)
-    max_top_k: int = _env("RAGKIT_MAX_TOP_K", 1000, ge=1)
+    max_top_k: int = _env("RAGKIT_MAX_TOP_K", MAX_TOP_K, ge=1, le=MAX_TOP_K)
     optimize_after_ingest: bool = _env("RAGKIT_OPTIMIZE_AFTER_INGEST", True)
 
     @field_validator("ollama_host", "qdrant_url", "redis_url", mode="before")
@@ -76,11 +89,6 @@ class Settings(BaseSettings):
         return [s.strip().encode() for s in self.inter_service_secret.split(",") if s.strip()]
 
     @property
-    def first_service_secret(self) -> str:
-        secrets = self.service_secrets
-        return secrets[0].decode() if secrets else ""
-
-    @property
     def ollama_url(self) -> str:
         """Where Ollama is asked: OLLAMA_HOST, else Ollama's own default address."""
         return self.ollama_host or "http://127.0.0.1:11434"
@@ -92,14 +100,6 @@ class Settings(BaseSettings):
     @property
     def generator_kind(self) -> str:
         return self.generator or ("ollama" if self.ollama_host else "extractive")
-
-    @property
-    def store_kind(self) -> str:
-        return "qdrant" if self.qdrant_url else "edge"
-
-    @property
-    def cache_kind(self) -> str:
-        return "redis" if self.redis_url else "memory"
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import secrets
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,15 +16,10 @@ from pathlib import Path
 
 import jwt
 
+from ragkit.core.config import MIN_SECRET_BYTES
 from ragkit.core.errors import ConfigurationError, Unauthorized
 
-MIN_SECRET_BYTES = 32
 SCOPES = ("read", "write", "admin")
-
-
-def new_secret() -> str:
-    """64 hex characters: 32 random bytes."""
-    return secrets.token_hex(32)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ragkit.client import IngestSummary
 from ragkit.core.errors import InvalidInput, ServiceError
 
 SEARCH_MODES = ("dense", "sparse", "hybrid")
@@ -195,35 +196,6 @@ def default_output_dir(name: str, data_dir: Path | str | None = None) -> Path:
 # --------------------------------------------------------------------------- ingestion
 
 
-@dataclass
-class IngestSummary:
-    collection: str
-    documents: int = 0
-    ingested: int = 0
-    unchanged: int = 0
-    chunks: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        """Documents handled per second (ingested or found unchanged)."""
-        return round((self.ingested + self.unchanged) / self.seconds, 2) if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "collection": self.collection,
-            "documents": self.documents,
-            "ingested": self.ingested,
-            "unchanged": self.unchanged,
-            "chunks": self.chunks,
-            "failures": len(self.failures),
-            "seconds": round(self.seconds, 2),
-            "documents_per_second": self.throughput,
-            "chunks_per_second": round(self.chunks / self.seconds, 2) if self.seconds > 0 else 0.0,
-        }
-
-
 def load_source(source: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
     """Ingestible documents from a folder, a file or a BEIR corpus (its folder or corpus.jsonl)."""
     from ragkit.rag.loaders import load_path
@@ -255,18 +227,7 @@ def ensure_collection(
     recreate: bool = False,
 ) -> dict[str, Any]:
     """The collection's stats, creating it (or dropping and re-creating it) first if asked."""
-    try:
-        stats = client.collection(name)
-    except ServiceError as exc:
-        if exc.status != 404:
-            raise
-        stats = None
-    if stats is not None and recreate:
-        client.delete_collection(name)
-        stats = None
-    if stats is None:
-        stats = client.create_collection(name, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    return stats
+    return client.ensure_collection(name, chunk_size=chunk_size, chunk_overlap=chunk_overlap, recreate=recreate)[0]
 
 
 def ingest_documents(
@@ -277,42 +238,11 @@ def ingest_documents(
     batch_size: int = 64,
     progress: bool = True,
 ) -> IngestSummary:
-    """Send documents in batches. A batch the service refuses as invalid is retried one document
-    at a time, so one bad document is reported as a failure instead of sinking its neighbours;
-    an outage (5xx, unreachable) stops the run, since every further batch would fail the same way."""
+    """`RagkitClient.ingest_documents` with a progress bar (for the notebooks)."""
     from tqdm.std import tqdm
 
-    summary = IngestSummary(collection=collection, documents=len(documents))
-    started = time.perf_counter()
     with tqdm(total=len(documents), unit="doc", desc=f"ingesting into {collection}", disable=not progress) as bar:
-        for start in range(0, len(documents), batch_size):
-            batch = list(documents[start : start + batch_size])
-            for part, error in _ingest_batch(client, collection, batch):
-                if error is not None:
-                    summary.failures.append({"id": str(part.get("id", "")), "error": error})
-                    continue
-                summary.ingested += part["ingested"]
-                summary.unchanged += part["skipped_unchanged"]
-                summary.chunks += part["chunks"]
-            bar.update(len(batch))
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _ingest_batch(client: Any, collection: str, batch: list[Mapping[str, Any]]) -> Iterator[tuple[Any, str | None]]:
-    try:
-        yield client.ingest(collection, batch), None
-        return
-    except ServiceError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404, 429):
-            raise
-    for document in batch:
-        try:
-            yield client.ingest(collection, [document]), None
-        except ServiceError as exc:
-            if exc.status >= 500 or exc.status in (401, 403, 404, 429):
-                raise
-            yield document, exc.message
+        return client.ingest_documents(collection, documents, batch_size=batch_size, progress=bar.update)
 
 
 def chunk_token_lengths(documents: Iterable[Mapping[str, Any]], chunk_size: int, chunk_overlap: int) -> list[int]:

@@ -13,7 +13,7 @@ import click
 import httpx
 from dotenv import dotenv_values
 
-from ragkit.http.auth import new_secret
+from ragkit.core.config import new_secret
 
 SAMPLE_COLLECTION = "ragkit-docs"
 ENV_FILE = Path(".env")
@@ -50,27 +50,20 @@ def wait_ready(url: str, process: subprocess.Popen, timeout_s: float = 180.0) ->
 
 def ingest_samples(url: str, secret: str, samples: Path) -> None:
     from ragkit.client import RagkitClient
-    from ragkit.core.errors import ServiceError
     from ragkit.rag.loaders import load_path
 
     with RagkitClient(url, secret) as client:
-        try:
-            client.collection(SAMPLE_COLLECTION)
+        if any(c["name"] == SAMPLE_COLLECTION for c in client.collections()):
             return
-        except ServiceError as exc:
-            if exc.status != 404:
-                raise
         if not samples.is_dir():
             click.echo(f"no sample folder at {samples}; skipping the sample collection")
             return
-        client.create_collection(SAMPLE_COLLECTION)
+        client.ensure_collection(SAMPLE_COLLECTION)
         docs = [
             {"id": d.id, "text": d.text, "title": d.title, "metadata": dict(d.metadata)} for d in load_path(samples)
         ]
-        result = client.ingest(SAMPLE_COLLECTION, docs)
-        click.echo(
-            f"sample collection '{SAMPLE_COLLECTION}': {result['ingested']} documents, {result['chunks']} chunks"
-        )
+        summary = client.ingest_documents(SAMPLE_COLLECTION, docs)
+        click.echo(f"sample collection '{SAMPLE_COLLECTION}': {summary.ingested} documents, {summary.chunks} chunks")
 
 
 def run_workbench(*, port: int, ui_port: int, with_ui: bool, samples: Path) -> None:

@@ -138,16 +138,13 @@ def chart_frame(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 # -- starting a run -------------------------------------------------------------------------------
 def notebook_command_available() -> tuple[bool, str]:
-    """Whether this installation has `ragkit notebook run` (issue 4), and if not, why."""
-    try:
-        from ragkit.cli import main
-    except Exception as exc:  # noqa: BLE001 - any import failure means "not available", said plainly
-        return False, f"the ragkit command line could not be loaded ({type(exc).__name__}: {exc})"
-    group = getattr(main, "commands", {}).get("notebook")
-    if group is None or "run" not in getattr(group, "commands", {}):
+    """Whether this installation can run the evaluation notebook, and if not, why."""
+    from ragkit.workbench.notebooks import NOTEBOOK_DIR, available_notebooks
+
+    if "evaluate" not in available_notebooks():
         return False, (
-            "this installation has no `ragkit notebook run` command yet (it comes with the notebooks, "
-            "issue 4). Runs written by the evaluation notebook are still listed here."
+            f"this installation has no evaluation notebook (looked in {NOTEBOOK_DIR}). "
+            "Runs written by the evaluation notebook are still listed here."
         )
     return True, ""
 
