@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from ragkit.core.errors import RagkitError, ServiceUnreachable
+from ragkit.core.types import DEFAULT_MODE
 from ragkit.workbench.ui import common, display
 
 CHAT_KEY = "chat_turns"
@@ -28,9 +29,9 @@ left, middle, right, end = st.columns([3, 3, 3, 1.5], vertical_alignment="bottom
 collection = left.selectbox("Collection", names, key="ask_collection", persist_state="session")
 mode = (
     middle.segmented_control(
-        "Search mode", display.MODES, default="hybrid", key="ask_mode", required=True, persist_state="session"
+        "Search mode", display.MODES, default=DEFAULT_MODE, key="ask_mode", required=True, persist_state="session"
     )
-    or "hybrid"
+    or DEFAULT_MODE
 )
 top_k = right.slider("Passages to retrieve", 1, 20, 5, key="ask_top_k", persist_state="session")
 if end.button("Clear", icon=":material/delete_sweep:", help="Start a new conversation", disabled=not turns):

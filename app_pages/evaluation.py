@@ -10,6 +10,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ragkit.core.types import MAX_TOP_K, SEARCH_MODES
 from ragkit.workbench.ui import common, connection, evaluation
 
 JOB_KEY = "evaluation_job"
@@ -112,8 +113,8 @@ with st.form("new_run", border=True):
         "Dataset", DATASETS, accept_new_options=True,
         help="A shared dataset's name, or the path of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv)",
     )
-    modes_to_run = b.multiselect("Modes", ["dense", "sparse", "hybrid"], default=["dense", "sparse", "hybrid"])
-    top_k = c.number_input("top_k (documents ranked per query)", min_value=1, max_value=1000, value=100)
+    modes_to_run = b.multiselect("Modes", list(SEARCH_MODES), default=list(SEARCH_MODES))
+    top_k = c.number_input("top_k (documents ranked per query)", min_value=1, max_value=MAX_TOP_K, value=100)
     a, b, c = st.columns(3)
     queries = a.number_input("Queries (a seeded sample)", min_value=1, max_value=1_000_000, value=50, step=50)
     all_queries = a.checkbox("Every test query", help="Slow on large datasets")

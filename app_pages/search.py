@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from ragkit.core.types import DEFAULT_MODE
 from ragkit.workbench.ui import common, display
 
 RESULTS_KEY = "search_results"
@@ -23,7 +24,7 @@ with st.form("search_form", border=False):
     left, middle, right, end = st.columns([3, 3, 2, 2], vertical_alignment="bottom")
     collection = left.selectbox("Collection", names, key="search_collection", persist_state="session")
     mode = middle.segmented_control(
-        "Mode", display.MODES, default="hybrid", key="search_mode", required=True, persist_state="session"
+        "Mode", display.MODES, default=DEFAULT_MODE, key="search_mode", required=True, persist_state="session"
     )
     top_k = right.number_input("Results", 1, 100, 10, key="search_top_k", persist_state="session")
     compare = end.toggle(
@@ -42,7 +43,7 @@ COLUMN_CONFIG = {
 
 
 def run_search(text: str) -> dict[str, Any] | None:
-    modes = display.MODES if compare else (mode or "hybrid",)
+    modes = display.MODES if compare else (mode or DEFAULT_MODE,)
     results: dict[str, Any] = {"query": text, "collection": collection, "modes": {}}
     for each in modes:
         found = common.attempt(common.client().search, text, collection, top_k=int(top_k), mode=each)

@@ -43,7 +43,8 @@ def run(name: str, parameters: tuple[tuple[str, str], ...], output_dir: Path | N
 
     Example: ragkit notebook run evaluate -p dataset ../shared/data/beir/arguana -p max_queries 100
     """
-    from ragkit.workbench.notebooks import NotebookFailed, run_notebook
+    from ragkit.core.errors import NotebookFailed
+    from ragkit.workbench.notebooks import run_notebook
 
     try:
         result = run_notebook(name, dict(_parse(parameters)), output_dir, progress=sys.stderr.isatty())

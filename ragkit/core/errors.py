@@ -26,6 +26,7 @@ ever see ragkit errors. Each class carries the HTTP status and the machine-reada
     │   ├── DependencyTimeout           504 dependency_timeout
     │   └── BreakerOpen                     breaker_open (fails fast, + Retry-After)
     ├── ConfigurationError              refuses to start; never raised per request
+    ├── NotebookFailed                  (workbench) a notebook cell raised; the executed copy shows where
     ├── ServiceError                    (client side) an error the service answered with
     └── ServiceUnreachable              (client side) the service could not be reached
 """
@@ -170,6 +171,12 @@ class BreakerOpen(DependencyError):
 
 class ConfigurationError(RagkitError):
     code = "configuration_error"
+
+
+class NotebookFailed(RagkitError):
+    """The notebook ran and one of its cells raised; the executed notebook shows where."""
+
+    code = "notebook_failed"
 
 
 class ServiceError(RagkitError):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Mode = Literal["dense", "sparse", "hybrid"]
+from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, MAX_TOP_K, SearchMode
+
+Mode = SearchMode
 FilterValue = str | int | bool | list[str | int | bool]
 
 
@@ -17,8 +19,8 @@ class _Strict(BaseModel):
 class SearchRequest(_Strict):
     query: str = Field(description="Text to search for")
     collection: str
-    top_k: int = 5
-    mode: Mode = "hybrid"
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    mode: Mode = DEFAULT_MODE
     filters: dict[str, FilterValue] | None = Field(
         None, description="Exact matches on metadata fields (or doc_id); a list means any of"
     )
@@ -27,8 +29,8 @@ class SearchRequest(_Strict):
 class QueryRequest(_Strict):
     question: str
     collection: str
-    top_k: int = 5
-    mode: Mode = "hybrid"
+    top_k: int = Field(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K)
+    mode: Mode = DEFAULT_MODE
     filters: dict[str, FilterValue] | None = None
     stream: bool = Field(False, description="Answer as server-sent events: sources, token…, done")
 

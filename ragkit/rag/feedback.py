@@ -28,11 +28,11 @@ from typing import Any
 
 from ragkit.core.errors import InvalidInput
 from ragkit.core.names import validate_collection_name
+from ragkit.core.types import SEARCH_MODES
 
 log = logging.getLogger("ragkit.rag.feedback")
 
 RATINGS = ("up", "down")
-MODES = ("dense", "sparse", "hybrid")
 FILE_NAME = "feedback.jsonl"
 
 # Limits: generous for real answers, small enough that one entry stays one readable line.
@@ -136,8 +136,8 @@ def validate_feedback(data: Mapping[str, Any], *, now: datetime | None = None) -
     if collection is not None:
         validate_collection_name(collection)
     mode = data.get("mode") or None
-    if mode is not None and mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}", field="mode")
+    if mode is not None and mode not in SEARCH_MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(SEARCH_MODES)}", field="mode")
     reasons = list(data.get("reasons") or [])
     if len(reasons) > MAX_REASONS:
         raise InvalidInput(f"at most {MAX_REASONS} reasons", field="reasons")

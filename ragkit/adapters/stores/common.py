@@ -17,19 +17,27 @@ Point payload layout (built by the caller)::
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
+from ragkit.adapters.stores.filters import (
+    IndexKind,
+    Where,
+    doc_where,
+    heads_where,
+    index_needs,
+    stale_where,
+    translate_filters,
+    version_where,
+)
 from ragkit.core.errors import DocumentNotFound, InvalidInput
 from ragkit.core.names import validate_collection_name
 from ragkit.core.types import (
-    SEARCH_MODES,
     CollectionSpec,
     CollectionStats,
     DocumentState,
@@ -46,12 +54,8 @@ KEYWORD_FIELDS = ("doc_id", "content_hash")  # indexed at creation: every docume
 INTEGER_FIELDS = ("chunk_index",)  # indexed at creation: document heads and stale chunks filter on it
 REQUIRED_PAYLOAD = ("doc_id", "chunk_index", "chunk_count", "content_hash")
 RRF_K = 60  # the constant of the RRF paper; set explicitly because Qdrant's implicit default (2) differs
-MAX_TOP_K = 1000
 MAX_PAGE = 1000
 
-# One flat level of metadata: dots would address nested paths and brackets arrays, and every
-# distinct key filtered on gets a payload index, so arbitrary keys are not accepted.
-_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 
 # --------------------------------------------------------------------------- collection specs
@@ -165,121 +169,6 @@ def state_from(payload: Mapping[str, Any], present: int, total: int | None = Non
     )
 
 
-# --------------------------------------------------------------------------- neutral filters
-
-Scalar = str | int | bool
-IndexKind = Literal["keyword", "integer", "bool"]
-
-
-@dataclass(frozen=True)
-class Match:
-    """``key`` equals one of ``values``."""
-
-    key: str
-    values: tuple[Scalar, ...]
-
-    @property
-    def kind(self) -> IndexKind | None:
-        """The payload index that serves this match; None for mixed value types."""
-        if all(isinstance(v, bool) for v in self.values):
-            return "bool"
-        if all(isinstance(v, str) for v in self.values):
-            return "keyword"
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in self.values):
-            return "integer"
-        return None
-
-
-@dataclass(frozen=True)
-class AtLeast:
-    """``key`` >= ``value``."""
-
-    key: str
-    value: int
-
-
-@dataclass(frozen=True)
-class Where:
-    must: tuple[Condition, ...] = ()
-    should: tuple[Condition, ...] = ()
-    must_not: tuple[Condition, ...] = ()
-
-
-Condition = Match | AtLeast | Where
-
-
-def doc_where(doc_id: str) -> Where:
-    return Where(must=(Match("doc_id", (doc_id,)),))
-
-
-def version_where(doc_id: str, content_hash: str) -> Where:
-    return Where(must=(Match("doc_id", (doc_id,)), Match("content_hash", (content_hash,))))
-
-
-def heads_where(doc_ids: Sequence[str]) -> Where:
-    """First chunks of these documents. The ingester writes chunk 0 first and point ids are
-    per (document, chunk index), so chunk 0 always carries the newest version's hash and count."""
-    return Where(must=(Match("doc_id", tuple(doc_ids)), Match("chunk_index", (0,))))
-
-
-def stale_where(doc_id: str, keep_hash: str, keep_count: int) -> Where:
-    return Where(
-        must=(
-            Match("doc_id", (doc_id,)),
-            Where(
-                should=(
-                    Where(must_not=(Match("content_hash", (keep_hash,)),)),
-                    AtLeast("chunk_index", keep_count),
-                )
-            ),
-        )
-    )
-
-
-def _filter_values(key: str, value: object) -> tuple[Scalar, ...]:
-    values = tuple(value) if isinstance(value, list | tuple) else (value,)
-    if not values:
-        raise InvalidInput(f"filter '{key}' has an empty list of values; give at least one", field=key)
-    for v in values:
-        if not isinstance(v, str | int | bool):  # bool is an int; float, None and containers are refused
-            raise InvalidInput(
-                f"filter '{key}' has a value of type {type(v).__name__}; filters match strings, integers "
-                "or booleans exactly (or a list of them for any-of)",
-                field=key,
-            )
-    return values
-
-
-def translate_filters(filters: Mapping[str, Any] | None) -> Where | None:
-    """``{field: value | [values]}`` → all of (field equals value / any of values).
-
-    ``doc_id`` is the top-level payload field; any other key is read from ``metadata.<key>``.
-    """
-    if not filters:
-        return None
-    if not isinstance(filters, Mapping):
-        raise InvalidInput("filters must be an object of field: value")
-    matches = []
-    for key, value in filters.items():
-        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
-            raise InvalidInput(
-                f"invalid filter field {key!r}: use 1-64 letters, digits, '_' or '-' (metadata keys only)",
-                field=str(key),
-            )
-        path = "doc_id" if key == "doc_id" else f"metadata.{key}"
-        matches.append(Match(path, _filter_values(key, value)))
-    return Where(must=tuple(matches))
-
-
-def index_needs(where: Where | None) -> dict[str, IndexKind]:
-    """Metadata fields a filter reads and the index type that serves each."""
-    if where is None:
-        return {}
-    return {
-        c.key: c.kind for c in where.must if isinstance(c, Match) and c.key.startswith("metadata.") and c.kind
-    }
-
-
 # --------------------------------------------------------------------------- search planning
 
 
@@ -304,10 +193,8 @@ def plan_search(
     top_k: int,
     filters: Mapping[str, Any] | None,
 ) -> SearchPlan:
-    if mode not in SEARCH_MODES:
-        raise InvalidInput(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
-    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
-        raise InvalidInput(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+    # The mode and top_k were checked by the caller (`ragkit.rag.pipeline`); what is checked here
+    # is what only the store knows it needs: the query vectors its mode reads.
     if mode in ("dense", "hybrid") and (dense is None or len(dense) == 0):
         raise InvalidInput(f"{mode} search needs a dense query vector")
     if mode in ("sparse", "hybrid") and sparse is None:

@@ -24,9 +24,7 @@ What was measured on qdrant-edge-py 0.9 (and shapes this module):
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -34,7 +32,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import qdrant_edge as qe
 
 from ragkit.adapters.stores.common import (
@@ -44,20 +41,17 @@ from ragkit.adapters.stores.common import (
     KEYWORD_FIELDS,
     RRF_K,
     SPARSE_VECTOR,
-    AtLeast,
-    IndexKind,
-    Match,
     SearchPlan,
     StoreBase,
-    Where,
     check_update,
     hit_from,
     normalise_point,
-    spec_from_dict,
-    spec_to_dict,
     stamp_created,
     validate_spec,
 )
+from ragkit.adapters.stores.edge_disk import SHARD_DIR, SPEC_FILE, FolderLock, read_spec, write_spec
+from ragkit.adapters.stores.edge_query import SCHEMAS, compile_filter, nearest
+from ragkit.adapters.stores.filters import IndexKind, Where
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -70,15 +64,8 @@ from ragkit.core.errors import (
 from ragkit.core.names import validate_collection_name
 from ragkit.core.types import CollectionSpec, Hit, Point
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: only the in-process guard below applies
-    fcntl = None  # type: ignore[assignment]
-
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "spec.json"
-SHARD_DIR = "shard"
 # Message prefixes of Qdrant errors that mean the request itself was wrong.
 _INVALID_PREFIXES = (
     "Wrong input",
@@ -91,51 +78,6 @@ _INVALID_PREFIXES = (
     "Wrong usage",
     "failed to parse",
 )
-_SCHEMAS: dict[str, qe.PayloadSchemaType] = {
-    "keyword": qe.PayloadSchemaType.Keyword,
-    "integer": qe.PayloadSchemaType.Integer,
-    "bool": qe.PayloadSchemaType.Bool,
-}
-# Folders owned by an EdgeStore of this process. flock already refuses a second lock from the
-# same process; this set gives the clearer message and covers systems without fcntl.
-_OWNED: set[Path] = set()
-_OWNED_LOCK = threading.Lock()
-
-
-class _FolderLock:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder.resolve()
-        self._file: Any = None
-        with _OWNED_LOCK:
-            if self.folder in _OWNED:
-                raise ConfigurationError(
-                    f"{self.folder} is already open by another EdgeStore in this process; share that one "
-                    "(the service owns the store, other tools go through its API)"
-                )
-            handle = open(self.folder / "edge.lock", "a+")  # noqa: SIM115 - held for the store's life
-            if fcntl is not None:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as exc:
-                    handle.close()
-                    raise ConfigurationError(
-                        f"{self.folder} is in use by another process (an embedded store has a single owner: "
-                        "stop the other ragkit service, or set QDRANT_URL to share a Qdrant server)"
-                    ) from exc
-            self._file = handle
-            _OWNED.add(self.folder)
-
-    def release(self) -> None:
-        with _OWNED_LOCK:
-            if self._file is None:
-                return
-            if fcntl is not None:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
-            self._file = None
-            _OWNED.discard(self.folder)
-
-
 class _Collection:
     """An open shard with what is kept beside it."""
 
@@ -147,58 +89,6 @@ class _Collection:
         self.write_lock = threading.RLock()
         self.indexed: set[str] = set(shard.info().payload_schema)
         self.closed = False
-
-
-def _read_spec(path: Path) -> CollectionSpec:
-    return spec_from_dict(json.loads(path.read_text(encoding="utf-8")))
-
-
-def _write_spec(path: Path, spec: CollectionSpec) -> None:
-    # Write-then-rename, so a crash leaves the old spec or the new one, never half of one.
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(spec_to_dict(spec), indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _scalar(value: str | int | bool) -> Any:
-    # qdrant-edge-py 0.9 converts a Python bool in MatchValue to the integer 0/1 (bool is an int
-    # subclass and the binding tries int first), so `flag == True` would never match a boolean.
-    # numpy.bool_ is not an int, so the binding falls through to its bool case.
-    return np.bool_(value) if isinstance(value, bool) else value
-
-
-def _compile(where: Where | None) -> qe.Filter | None:
-    if where is None:
-        return None
-
-    def condition(c: Match | AtLeast | Where) -> Any:
-        if isinstance(c, Where):
-            return _compile(c)
-        if isinstance(c, AtLeast):
-            return qe.FieldCondition(key=c.key, range=qe.RangeFloat(gte=float(c.value)))
-        if len(c.values) == 1:
-            return qe.FieldCondition(key=c.key, match=qe.MatchValue(_scalar(c.values[0])))
-        if c.kind in ("keyword", "integer"):
-            return qe.FieldCondition(key=c.key, match=qe.MatchAny(list(c.values)))
-        # MatchAny takes only strings or only integers: booleans and mixtures become a should.
-        return qe.Filter(
-            should=[qe.FieldCondition(key=c.key, match=qe.MatchValue(_scalar(v))) for v in c.values]
-        )
-
-    return qe.Filter(
-        must=[condition(c) for c in where.must] or None,
-        should=[condition(c) for c in where.should] or None,
-        must_not=[condition(c) for c in where.must_not] or None,
-    )
-
-
-def _nearest(plan: SearchPlan, branch: str) -> qe.Query:
-    if branch == "dense":
-        return qe.Query.Nearest(plan.dense, using=DENSE_VECTOR)
-    assert plan.sparse is not None
-    return qe.Query.Nearest(
-        qe.SparseVector(list(plan.sparse.indices), list(plan.sparse.values)), using=SPARSE_VECTOR
-    )
 
 
 class EdgeStore(StoreBase):
@@ -241,7 +131,7 @@ class EdgeStore(StoreBase):
         self._open: dict[str, _Collection] = {}
         self._registry = threading.Lock()  # guards _open and the collection folders
         self._closed = False
-        self._folder_lock = _FolderLock(self.data_dir)  # last: nothing after it can fail and leak it
+        self._folder_lock = FolderLock(self.data_dir)  # last: nothing after it can fail and leak it
 
     # ------------------------------------------------------------------ plumbing
 
@@ -293,7 +183,7 @@ class EdgeStore(StoreBase):
             if not (directory / SPEC_FILE).is_file():
                 raise CollectionNotFound(name)
             with self._backend(name):
-                spec = _read_spec(directory / SPEC_FILE)
+                spec = read_spec(directory / SPEC_FILE)
                 handle = _Collection(directory, qe.EdgeShard.load(str(directory / SHARD_DIR)), spec)
             self._open[name] = handle
             return handle
@@ -320,7 +210,7 @@ class EdgeStore(StoreBase):
                         shard.update(
                             qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
                         )
-                    _write_spec(directory / SPEC_FILE, spec)
+                    write_spec(directory / SPEC_FILE, spec)
                 except BaseException:
                     shard.close()
                     shutil.rmtree(directory, ignore_errors=True)
@@ -337,13 +227,13 @@ class EdgeStore(StoreBase):
         if not path.is_file():
             raise CollectionNotFound(name)
         with self._backend(name):
-            return _read_spec(path)
+            return read_spec(path)
 
     def update_collection(self, spec: CollectionSpec) -> None:
         handle = self._handle(spec.name)
         with handle.write_lock, self._backend(spec.name, handle):
             new = check_update(handle.spec, spec)
-            _write_spec(handle.directory / SPEC_FILE, new)
+            write_spec(handle.directory / SPEC_FILE, new)
             handle.spec = new
 
     def list_collections(self) -> list[CollectionSpec]:
@@ -399,13 +289,13 @@ class EdgeStore(StoreBase):
     def _count(self, name: str, where: Where | None) -> int:
         handle = self._handle(name)
         with self._backend(name, handle):
-            return handle.shard.count(qe.CountRequest(exact=True, filter=_compile(where)))
+            return handle.shard.count(qe.CountRequest(exact=True, filter=compile_filter(where)))
 
     def _doc_counts(self, name: str, where: Where | None, limit: int) -> dict[str, int]:
         handle = self._handle(name)
         with self._backend(name, handle):
             response = handle.shard.facet(
-                qe.FacetRequest(key="doc_id", limit=max(limit, 1), exact=True, filter=_compile(where))
+                qe.FacetRequest(key="doc_id", limit=max(limit, 1), exact=True, filter=compile_filter(where))
             )
         return {str(hit.value): hit.count for hit in response.hits}
 
@@ -415,7 +305,7 @@ class EdgeStore(StoreBase):
             records, _ = handle.shard.scroll(
                 qe.ScrollRequest(
                     limit=limit,
-                    filter=_compile(where),
+                    filter=compile_filter(where),
                     with_payload=qe.PayloadSelector.Exclude(["text"]),
                     with_vector=False,
                 )
@@ -425,7 +315,7 @@ class EdgeStore(StoreBase):
     def _delete(self, name: str, where: Where) -> None:
         handle = self._handle(name)
         with handle.write_lock, self._backend(name, handle):
-            handle.shard.update(qe.UpdateOperation.delete_points_by_filter(_compile(where)))
+            handle.shard.update(qe.UpdateOperation.delete_points_by_filter(compile_filter(where)))
 
     def _write_guard(self, name: str) -> threading.RLock:
         return self._handle(name).write_lock
@@ -438,18 +328,18 @@ class EdgeStore(StoreBase):
         with handle.write_lock, self._backend(name, handle):
             for path, kind in missing.items():
                 if path not in handle.indexed:
-                    handle.shard.update(qe.UpdateOperation.create_field_index(path, _SCHEMAS[kind]))
+                    handle.shard.update(qe.UpdateOperation.create_field_index(path, SCHEMAS[kind]))
                     handle.indexed.add(path)
 
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]:
         handle = self._handle(name)
-        flt = _compile(plan.where)
+        flt = compile_filter(plan.where)
         if plan.mode == "hybrid":
             branches = ["dense", "sparse"] if plan.sparse is not None else ["dense"]
             request = qe.QueryRequest(
                 limit=plan.limit,
                 prefetches=[
-                    qe.Prefetch(limit=plan.prefetch_limit, query=_nearest(plan, b), filter=flt)
+                    qe.Prefetch(limit=plan.prefetch_limit, query=nearest(plan, b), filter=flt)
                     for b in branches
                 ],
                 query=qe.Fusion.Rrf(k=RRF_K),
@@ -460,7 +350,7 @@ class EdgeStore(StoreBase):
         else:
             request = qe.QueryRequest(
                 limit=plan.limit,
-                query=_nearest(plan, plan.mode),
+                query=nearest(plan, plan.mode),
                 filter=flt,
                 with_payload=True,
                 with_vector=False,

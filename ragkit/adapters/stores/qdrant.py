@@ -30,12 +30,8 @@ from ragkit.adapters.stores.common import (
     KEYWORD_FIELDS,
     RRF_K,
     SPARSE_VECTOR,
-    AtLeast,
-    IndexKind,
-    Match,
     SearchPlan,
     StoreBase,
-    Where,
     check_update,
     hit_from,
     normalise_point,
@@ -44,6 +40,7 @@ from ragkit.adapters.stores.common import (
     stamp_created,
     validate_spec,
 )
+from ragkit.adapters.stores.filters import AtLeast, IndexKind, Match, Where
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,

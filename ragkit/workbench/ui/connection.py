@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from dotenv import dotenv_values
 
-from ragkit.client import DEFAULT_API_URL, RagkitClient, resolve_connection
+from ragkit.client import RagkitClient, resolve_connection
+from ragkit.core.config import DEFAULT_API_URL, DEFAULT_DATA_DIR, DEFAULT_MAX_REQUEST_BYTES
 from ragkit.core.errors import RagkitError, ServiceError, ServiceUnreachable
 
 ProbeState = Literal["ok", "unreachable", "unauthorized", "error"]
@@ -57,19 +58,19 @@ def current_connection(env_file: str = ".env", environ: Mapping[str, str] | None
 def data_dir(env_file: str = ".env", environ: Mapping[str, str] | None = None) -> Path:
     """The data directory the notebooks write their runs to (same rule as `Settings`)."""
     environ = os.environ if environ is None else environ
-    value = environ.get("RAGKIT_DATA_DIR") or _dotenv(env_file).get("RAGKIT_DATA_DIR") or "data"
+    value = environ.get("RAGKIT_DATA_DIR") or _dotenv(env_file).get("RAGKIT_DATA_DIR") or DEFAULT_DATA_DIR
     return Path(value).expanduser()
 
 
 def max_upload_mb(env_file: str = ".env", environ: Mapping[str, str] | None = None) -> int:
-    """The service's request size limit (RAGKIT_MAX_REQUEST_BYTES, default 32 MiB) in whole MB, so
+    """The service's request size limit (RAGKIT_MAX_REQUEST_BYTES) in whole MB, so
     the uploader refuses a file the service would refuse anyway, before it is sent."""
     environ = os.environ if environ is None else environ
     raw = environ.get("RAGKIT_MAX_REQUEST_BYTES") or _dotenv(env_file).get("RAGKIT_MAX_REQUEST_BYTES")
     try:
-        limit = int(str(raw)) if raw else 32 * 1024 * 1024
+        limit = int(str(raw)) if raw else DEFAULT_MAX_REQUEST_BYTES
     except ValueError:
-        limit = 32 * 1024 * 1024
+        limit = DEFAULT_MAX_REQUEST_BYTES
     return max(1, limit // (1024 * 1024))
 
 

@@ -8,13 +8,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ragkit.core.errors import RagkitError, ServiceError
+from ragkit.core.names import COLLECTION_NAME_RULE, is_collection_name
+from ragkit.core.types import DEFAULT_MODE, SEARCH_MODES
 
-MODES = ("hybrid", "dense", "sparse")
+# The service's own limits, checked before sending so a person sees the problem next to the field
+# instead of as an HTTP error.
+from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
+# The default first: the order the pickers offer them in.
+MODES = (DEFAULT_MODE, *(m for m in SEARCH_MODES if m != DEFAULT_MODE))
 UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "jsonl", "json")
-# The service's own limits (ragkit.rag.chunking, ragkit.adapters.stores.common), checked before sending so a
-# person sees the problem next to the field instead of as an HTTP error.
-MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 16, 8192
-_COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
 BREAKER_COLOURS = {"closed": "green", "half_open": "orange", "open": "red"}
@@ -135,8 +138,8 @@ def validate_new_collection(name: str, chunk_size: Any, chunk_overlap: Any, exis
     name = (name or "").strip()
     if not name:
         problems.append("Name: give the collection a name.")
-    elif not _COLLECTION_NAME.match(name):
-        problems.append("Name: use 1-63 letters, digits, '_' or '-', starting with a letter or digit.")
+    elif not is_collection_name(name):
+        problems.append(f"Name: use {COLLECTION_NAME_RULE}.")
     elif name in set(existing):
         problems.append(f"Name: a collection called '{name}' already exists.")
     if not isinstance(chunk_size, int) or not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:

@@ -15,13 +15,9 @@ from typing import Any
 
 from ragkit.core.errors import InvalidInput, RagkitError
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-
-
-class NotebookFailed(RagkitError):
-    """The notebook ran and one of its cells raised; the executed notebook shows where."""
-
-    code = "notebook_failed"
+# The notebooks ship inside the package (links to ../notebooks/ in a checkout), so an installed
+# ragkit finds them wherever it runs.
+NOTEBOOK_DIR = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)

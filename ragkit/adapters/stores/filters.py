@@ -1,0 +1,131 @@
+"""A backend-neutral filter tree (``Match``/``AtLeast``/``Where``) that each store compiles to its
+own library's classes, the filters every document operation uses, and the translation of the
+caller's flat ``filters`` into the tree."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ragkit.core.errors import InvalidInput
+
+# One flat level of metadata: dots would address nested paths and brackets arrays, and every
+# distinct key filtered on gets a payload index, so arbitrary keys are not accepted.
+_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+Scalar = str | int | bool
+IndexKind = Literal["keyword", "integer", "bool"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """``key`` equals one of ``values``."""
+
+    key: str
+    values: tuple[Scalar, ...]
+
+    @property
+    def kind(self) -> IndexKind | None:
+        """The payload index that serves this match; None for mixed value types."""
+        if all(isinstance(v, bool) for v in self.values):
+            return "bool"
+        if all(isinstance(v, str) for v in self.values):
+            return "keyword"
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in self.values):
+            return "integer"
+        return None
+
+
+@dataclass(frozen=True)
+class AtLeast:
+    """``key`` >= ``value``."""
+
+    key: str
+    value: int
+
+
+@dataclass(frozen=True)
+class Where:
+    must: tuple[Condition, ...] = ()
+    should: tuple[Condition, ...] = ()
+    must_not: tuple[Condition, ...] = ()
+
+
+Condition = Match | AtLeast | Where
+
+
+def doc_where(doc_id: str) -> Where:
+    return Where(must=(Match("doc_id", (doc_id,)),))
+
+
+def version_where(doc_id: str, content_hash: str) -> Where:
+    return Where(must=(Match("doc_id", (doc_id,)), Match("content_hash", (content_hash,))))
+
+
+def heads_where(doc_ids: Sequence[str]) -> Where:
+    """First chunks of these documents. The ingester writes chunk 0 first and point ids are
+    per (document, chunk index), so chunk 0 always carries the newest version's hash and count."""
+    return Where(must=(Match("doc_id", tuple(doc_ids)), Match("chunk_index", (0,))))
+
+
+def stale_where(doc_id: str, keep_hash: str, keep_count: int) -> Where:
+    return Where(
+        must=(
+            Match("doc_id", (doc_id,)),
+            Where(
+                should=(
+                    Where(must_not=(Match("content_hash", (keep_hash,)),)),
+                    AtLeast("chunk_index", keep_count),
+                )
+            ),
+        )
+    )
+
+
+def _filter_values(key: str, value: object) -> tuple[Scalar, ...]:
+    values = tuple(value) if isinstance(value, list | tuple) else (value,)
+    if not values:
+        raise InvalidInput(f"filter '{key}' has an empty list of values; give at least one", field=key)
+    for v in values:
+        if not isinstance(v, str | int | bool):  # bool is an int; float, None and containers are refused
+            raise InvalidInput(
+                f"filter '{key}' has a value of type {type(v).__name__}; filters match strings, integers "
+                "or booleans exactly (or a list of them for any-of)",
+                field=key,
+            )
+    return values
+
+
+def translate_filters(filters: Mapping[str, Any] | None) -> Where | None:
+    """``{field: value | [values]}`` → all of (field equals value / any of values).
+
+    ``doc_id`` is the top-level payload field; any other key is read from ``metadata.<key>``.
+    """
+    if not filters:
+        return None
+    if not isinstance(filters, Mapping):
+        raise InvalidInput("filters must be an object of field: value")
+    matches = []
+    for key, value in filters.items():
+        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+            raise InvalidInput(
+                f"invalid filter field {key!r}: use 1-64 letters, digits, '_' or '-' (metadata keys only)",
+                field=str(key),
+            )
+        path = "doc_id" if key == "doc_id" else f"metadata.{key}"
+        matches.append(Match(path, _filter_values(key, value)))
+    return Where(must=tuple(matches))
+
+
+def index_needs(where: Where | None) -> dict[str, IndexKind]:
+    """Metadata fields a filter reads and the index type that serves each."""
+    if where is None:
+        return {}
+    return {
+        c.key: c.kind for c in where.must if isinstance(c, Match) and c.key.startswith("metadata.") and c.kind
+    }
+
+
