@@ -245,6 +245,14 @@ class Store(Protocol):
     async def ping(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class WindowCount:
+    """One hit counted by `Cache.incr_window`."""
+
+    count: int  # hits in the current window, this one included
+    resets_in: float  # seconds until this window ends and the count starts again from 1
+
+
 class Cache(Protocol):
     """Bytes by key with a time to live, plus fixed-window counters for rate limits."""
 
@@ -254,7 +262,13 @@ class Cache(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
 
-    async def incr_window(self, key: str, window_seconds: float) -> int: ...
+    async def incr_window(self, key: str, window_seconds: float) -> WindowCount:
+        """Count one hit on ``key`` in the current fixed window of ``window_seconds``.
+
+        Windows are aligned to the epoch, ``[k * window, (k + 1) * window)``, never opened by a
+        key's first hit: every backend and replica then agrees on when a window ends, and
+        ``resets_in`` (from the backend's own clock) is when the next hit counts as 1 again.
+        """
 
     async def ping(self) -> None: ...
 

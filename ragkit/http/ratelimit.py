@@ -1,9 +1,13 @@
-"""Fixed-window rate limits ("100/minute") counted in the cache (Redis when configured)."""
+"""Fixed-window rate limits ("100/minute") counted in the cache (Redis when configured).
+
+The cache owns the windows (`Cache.incr_window`): it says both the count and when its window
+resets, so Retry-After is whatever the counting backend will honour.
+"""
 
 from __future__ import annotations
 
+import math
 import re
-import time
 from dataclasses import dataclass
 
 from ragkit.core.errors import ConfigurationError, RateLimited
@@ -38,9 +42,12 @@ class RateLimiter:
         rule = self._service if kind == "service" else self._user
         if rule is None:
             return
-        count = await self._cache.incr_window(f"{kind}:{subject}", rule.window_seconds)
-        if count > rule.limit:
-            retry_after = rule.window_seconds - (time.time() % rule.window_seconds)
+        hit = await self._cache.incr_window(f"{kind}:{subject}", rule.window_seconds)
+        if hit.count > rule.limit:
+            # When the backend that counted says its window ends, not a guess at its windows.
+            # Rounded up to whole seconds, as Retry-After is sent: a caller who waits exactly that
+            # long must land in the next window, never a fraction of a second before it.
+            retry_after = math.ceil(hit.resets_in)
             raise RateLimited(
                 f"rate limit of {rule.limit} requests per {rule.window_seconds} s exceeded; "
                 f"retry in {retry_after:.0f} s",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragkit.core.errors import InvalidInput, RagkitError
+from ragkit.core.errors import InvalidInput, NotebookFailed
 
 # The notebooks ship inside the package (links to ../notebooks/ in a checkout), so an installed
 # ragkit finds them wherever it runs.
