@@ -91,15 +91,18 @@ class RagkitClient:
         token: str | None = None,
         timeout: float = 120.0,
         *,
-        transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
-        """``transport`` replaces the network, e.g. ``httpx.ASGITransport``-like transports in tests."""
+        """``http`` replaces the client this one builds, e.g. Starlette's ``TestClient(app)`` to talk
+        to the app in-process; it is used as given, with the service token added."""
         self.api_url, self.token = resolve_connection(api_url, token)
-        self._http = httpx.Client(
+        if http is not None:
+            self.api_url = str(http.base_url).rstrip("/")
+            http.headers["X-Service-Token"] = self.token
+        self._http = http or httpx.Client(
             base_url=self.api_url,
             headers={"X-Service-Token": self.token},
             timeout=httpx.Timeout(timeout, connect=5.0),
-            transport=transport,
         )
 
     def __enter__(self) -> RagkitClient:

@@ -107,12 +107,3 @@ class DocumentOut(BaseModel):
     chunks: int
     content_hash: str
     metadata: dict[str, Any]
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
