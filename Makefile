@@ -8,11 +8,14 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: up test lint bench loadtest clean docs
 
+# The flat layout (ragkit/ beside tests/, app.py, ...) makes setuptools' editable install use an
+# import finder that maps ragkit alone, and report that in an information-only "Editable installation"
+# note, which pip shows as a BuildBackendWarning. -W drops that note only; other warnings still show.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -W "ignore:Editable installation:UserWarning" -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 up: $(STAMP)  ## start the service and the UI with a sample collection

@@ -48,6 +48,9 @@ def serve(host: str, port: int, workers: int) -> None:
 def up(port: int, ui_port: int, no_ui: bool, samples: str) -> None:
     """Start the service (and the UI) with a sample collection, and wait.
 
+    Both ports are checked before anything starts; a busy one is reported with the process holding it.
+    Exits 0 on Ctrl+C, 1 when a port is busy or the service or the UI stops on its own.
+
     Example: ragkit up
     """
     from ragkit.workbench.launcher import run_workbench
