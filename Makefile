@@ -21,11 +21,12 @@ $(STAMP): requirements.txt pyproject.toml
 up: $(STAMP)  ## start the service and the UI with a sample collection
 	$(BIN)/ragkit up
 
-test: $(STAMP)  ## run the whole test suite
+test: lint  ## run the whole test suite (after the lint and layering checks)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
-	$(BIN)/ruff check ragkit tests
+lint: $(STAMP)  ## ruff, and the import-linter contract that keeps the layers of ARCHITECTURE.md
+	$(BIN)/ruff check ragkit tests loadtests app.py app_pages notebooks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache
