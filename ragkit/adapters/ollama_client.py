@@ -12,7 +12,12 @@ What the ``ollama`` client (0.6.x) actually raises, measured against a real HTTP
 - timeouts: raw ``httpx.ReadTimeout`` / ``ConnectTimeout`` / ``WriteTimeout`` / ``PoolTimeout``;
   the client sets NO timeout unless given one;
 - HTTP 4xx/5xx: ``ollama.ResponseError`` with ``status_code`` and ``error`` (parsed from the JSON
-  body's "error"); an in-band ``{"error": ...}`` line in a stream gives ``status_code == -1``.
+  body's "error"); an in-band ``{"error": ...}`` line in a stream gives ``status_code == -1``;
+- a 200 that is not Ollama's JSON: ``json.JSONDecodeError``, ``pydantic.ValidationError``, or a bare
+  ``TypeError``/``AttributeError`` when the JSON is not an object; a redirect loop (the client follows
+  redirects): ``httpx.TooManyRedirects``; a body that fails to decompress: ``httpx.DecodingError``;
+- an OLLAMA_HOST the client cannot parse: ``ValueError`` (bad port) or ``httpx.InvalidURL`` when the
+  client is built, ``httpx.UnsupportedProtocol`` on the first request.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ragkit.core.errors import (
     ConfigurationError,
     DependencyTimeout,
     DependencyUnavailable,
+    InvalidInput,
     RagkitError,
     UpstreamRejected,
 )
@@ -72,7 +78,12 @@ class LoopBoundClient:
         if self._client is None or self._loop is None or self._loop() is not loop:
             # The old client's connections belong to a loop that is gone or elsewhere; it cannot
             # be closed from here, so it is dropped and its sockets are reclaimed with it.
-            self._client = ollama.AsyncClient(host=self.host, timeout=self._timeout)
+            try:
+                self._client = ollama.AsyncClient(host=self.host, timeout=self._timeout)
+            except (ValueError, httpx.InvalidURL) as exc:
+                # The client parses the host here (a port that is not a number, a broken IPv6
+                # bracket); a bare ValueError would otherwise pass for an Ollama failure.
+                raise ConfigurationError(f"OLLAMA_HOST {self.host!r} is not a usable URL: {exc}") from exc
             self._loop = weakref.ref(loop)
         return self._client
 
@@ -89,7 +100,22 @@ def translate(exc: BaseException, *, host: str, model: str, role: Role, timeout_
     if isinstance(exc, RagkitError):
         return exc
     if isinstance(exc, ollama.ResponseError):
-        return _from_response_error(exc, host=host, model=model, role=role)
+        return _from_status(exc.status_code, str(exc.error or ""), host=host, model=model, role=role)
+    if isinstance(exc, httpx.HTTPStatusError):
+        # The client wraps these into ResponseError today; should a version stop doing so, a 404
+        # must still read as "no such model", not as an outage.
+        return _from_status(exc.response.status_code, _body_text(exc.response), host=host, model=model, role=role)
+    if isinstance(exc, ollama.RequestError):
+        # Raised by the client before anything is sent (older versions: no model given): the
+        # request was refused, the server is fine.
+        return UpstreamRejected(
+            f"the Ollama client refused a request to {host} ({doing}): {exc.error}",
+            dependency=DEPENDENCY,
+            model=model,
+        )
+    if isinstance(exc, UnicodeEncodeError):
+        # The request could not be encoded as UTF-8 JSON: the caller's text, never the server.
+        return InvalidInput(f"the text for Ollama at {host} is not valid Unicode ({doing}): {exc.reason}")
     if isinstance(exc, (httpx.TimeoutException, TimeoutError)):
         return DependencyTimeout(
             DEPENDENCY,
@@ -114,7 +140,7 @@ def translate(exc: BaseException, *, host: str, model: str, role: Role, timeout_
         return DependencyUnavailable(
             DEPENDENCY, f"network error talking to Ollama at {host} ({doing}): {exc!r}"
         )
-    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError, httpx.DecodingError)):
+    if isinstance(exc, (json.JSONDecodeError, pydantic.ValidationError, httpx.DecodingError, httpx.TooManyRedirects)):
         return DependencyUnavailable(
             DEPENDENCY,
             f"unexpected answer from {host} ({doing}); is OLLAMA_HOST pointing at an Ollama server? "
@@ -123,9 +149,21 @@ def translate(exc: BaseException, *, host: str, model: str, role: Role, timeout_
     return DependencyUnavailable(DEPENDENCY, f"Ollama at {host} failed ({doing}): {exc!r}")
 
 
-def _from_response_error(exc: ollama.ResponseError, *, host: str, model: str, role: Role) -> RagkitError:
-    status = exc.status_code
-    detail = str(exc.error or "").strip()[:300]
+def _body_text(response: httpx.Response) -> str:
+    """The "error" of a JSON error body, else the body's text ("" if it was never read)."""
+    try:
+        text = response.text
+    except httpx.ResponseNotRead:
+        return ""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return text
+    return str(error) if error else text
+
+
+def _from_status(status: int, detail: str, *, host: str, model: str, role: Role) -> RagkitError:
+    detail = detail.strip()[:300]
     doing = f"{role} with model '{model}'"
     if status == -1:
         # An in-band {"error": ...} in a stream: the model runner failed after the answer began.
@@ -136,6 +174,11 @@ def _from_response_error(exc: ollama.ResponseError, *, host: str, model: str, ro
             f"Ollama at {host} is busy (HTTP {status}: {detail}); retry shortly, or let it queue more "
             f"(OLLAMA_MAX_QUEUE, OLLAMA_NUM_PARALLEL)",
             retry_after=_BUSY_RETRY_AFTER_S,
+        )
+    if status == 504:
+        # A gateway in front of Ollama gave up waiting for it: the same outage as our own timeout.
+        return DependencyTimeout(
+            DEPENDENCY, f"a gateway in front of Ollama at {host} timed out (HTTP 504, {doing}): {detail or 'no detail'}"
         )
     if status >= 500:
         return DependencyUnavailable(

@@ -78,6 +78,9 @@ def minilm_tokenizer() -> Tokenizer:
 
 def count_wordpieces(text: str) -> int:
     """Word pieces in ``text``, without the [CLS]/[SEP] the model adds around every input."""
+    # tokenizers answers a non-str and a lone surrogate alike with a bare TypeError; chunking calls
+    # this on caller-supplied text (a .json upload can carry a "\ud800" escape), so say whose mistake.
+    check_text(text, "the text")
     return len(minilm_tokenizer().encode(text, add_special_tokens=False).ids)
 
 
@@ -276,6 +279,13 @@ class LocalEmbedder:
             ) from exc
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"cannot embed this input: {exc}") from exc
+        except Exception as exc:
+            # Anything else from torch or sentence-transformers (an IndexError, a KeyError from a
+            # library bug): callers and breakers understand only ragkit errors, and the model,
+            # not the request, is what failed.
+            raise DependencyUnavailable(
+                BREAKER, f"{MODEL_NAME} failed to encode a batch of {len(batch)}: {type(exc).__name__}: {exc}"
+            ) from exc
         return array.astype("float32").tolist()
 
     def count_tokens(self, text: str) -> int:
@@ -290,12 +300,32 @@ class LocalEmbedder:
         return self.dimension
 
 
+def check_text(text: object, what: str) -> None:
+    """InvalidInput unless ``text`` is a str that can be sent anywhere: UTF-8 encodable."""
+    if not isinstance(text, str):
+        raise InvalidInput(f"{what} is {type(text).__name__}, not str")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        # A lone surrogate (Python's json accepts "\ud800"): the tokenizer refuses it and so does
+        # the JSON encoder on the way to Ollama, which would report it as an outage.
+        raise InvalidInput(
+            f"{what} is not valid Unicode (a lone surrogate at position {exc.start}); send UTF-8 text"
+        ) from exc
+
+
 def checked_texts(texts: Sequence[str]) -> list[str]:
+    """The texts as a list, or InvalidInput: the same checks, before any model or network call,
+    for every embedder, so bad input fails alike everywhere. Checked here rather than left to the
+    model because the local embedder batches concurrent queries into one model call: a bad text
+    found there would fail every query sharing its batch."""
     if isinstance(texts, str):
         # A bare string is a Sequence[str] too; embedding it character by character is never meant.
         raise InvalidInput("embed() takes a list of texts, not a single string")
-    checked = list(texts)
+    try:
+        checked = list(texts)
+    except TypeError as exc:
+        raise InvalidInput(f"embed() takes a list of texts, not {type(texts).__name__}") from exc
     for index, text in enumerate(checked):
-        if not isinstance(text, str):
-            raise InvalidInput(f"text {index} is {type(text).__name__}, not str")
+        check_text(text, f"text {index}")
     return checked

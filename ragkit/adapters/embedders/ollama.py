@@ -10,7 +10,7 @@ import anyio
 
 from ragkit.adapters.embedders.local import checked_texts, count_wordpieces
 from ragkit.adapters.ollama_client import DEPENDENCY, LoopBoundClient, translating
-from ragkit.core.errors import ConfigurationError, DependencyUnavailable, RagkitError
+from ragkit.core.errors import ConfigurationError, DependencyUnavailable
 
 BREAKER = "ollama_embedding"
 _PROBE_TEXT = "dimension probe"
@@ -125,7 +125,9 @@ class OllamaEmbedder:
         """
         try:
             return count_wordpieces(text)
-        except RagkitError:
+        except ConfigurationError:
+            # Only a missing tokenizer falls back; bad text (InvalidInput) is refused as the local
+            # embedder refuses it, and as this embedder's embed() would.
             return math.ceil(len(_WORDS.findall(text)) * _TOKENS_PER_WORD)
 
     async def aclose(self) -> None:

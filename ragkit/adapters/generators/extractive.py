@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from ragkit.adapters.generators.prompt import NOTHING_FOUND
+from ragkit.adapters.generators.prompt import NOTHING_FOUND, check_request
 from ragkit.core.errors import ConfigurationError
 from ragkit.core.types import Hit
 
@@ -107,6 +107,7 @@ class ExtractiveGenerator:
 
     def pieces(self, question: str, hits: Sequence[Hit]) -> list[str]:
         """The answer in the pieces ``stream`` yields: one cited sentence each."""
+        check_request(question, hits)
         if not hits:
             return [NOTHING_FOUND]
         candidates = self._candidates(hits)

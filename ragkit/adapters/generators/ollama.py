@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages
+from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages, check_request
 from ragkit.adapters.ollama_client import LoopBoundClient, translating
 from ragkit.core.errors import ConfigurationError
 from ragkit.core.types import Hit
@@ -51,6 +51,7 @@ class OllamaGenerator:
         return build_messages(question, hits, max_context_chars=self.max_context_chars)
 
     async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+        check_request(question, hits)
         if not hits:
             # Nothing to ground an answer in: asking the model would only invite one from memory.
             return NOTHING_FOUND
@@ -65,6 +66,7 @@ class OllamaGenerator:
             return response.message.content or ""
 
     async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+        check_request(question, hits)
         if not hits:
             yield NOTHING_FOUND
             return
