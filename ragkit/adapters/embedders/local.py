@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ragkit.core.errors import ConfigurationError, DependencyUnavailable, InvalidInput, RagkitError
+from ragkit.core.text import check_text
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -298,20 +299,6 @@ class LocalEmbedder:
 
     async def ensure_dimension(self) -> int:
         return self.dimension
-
-
-def check_text(text: object, what: str) -> None:
-    """InvalidInput unless ``text`` is a str that can be sent anywhere: UTF-8 encodable."""
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} is {type(text).__name__}, not str")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        # A lone surrogate (Python's json accepts "\ud800"): the tokenizer refuses it and so does
-        # the JSON encoder on the way to Ollama, which would report it as an outage.
-        raise InvalidInput(
-            f"{what} is not valid Unicode (a lone surrogate at position {exc.start}); send UTF-8 text"
-        ) from exc
 
 
 def checked_texts(texts: Sequence[str]) -> list[str]:

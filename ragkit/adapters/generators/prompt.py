@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ragkit.core.errors import InvalidInput
+from ragkit.core.text import check_text
 from ragkit.core.types import Hit
 
 NOTHING_FOUND = (
@@ -30,17 +31,6 @@ DEFAULT_MAX_CONTEXT_CHARS = 16_000
 _MIN_PARTIAL_PASSAGE_CHARS = 100
 
 
-def _check_text(text: object, what: str) -> None:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{what} is {type(text).__name__}, not str")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInput(
-            f"{what} is not valid Unicode (a lone surrogate at position {exc.start}); send UTF-8 text"
-        ) from exc
-
-
 def check_request(question: object, hits: object) -> None:
     """InvalidInput unless ``question`` is text and ``hits`` a sequence of ``Hit``.
 
@@ -48,14 +38,14 @@ def check_request(question: object, hits: object) -> None:
     mistake: left to the Ollama generator, a lone surrogate fails JSON encoding inside the client
     and would pass for an outage; left to the extractive one, a None question is a bare TypeError.
     """
-    _check_text(question, "the question")
+    check_text(question, "the question")
     if isinstance(hits, str | bytes) or not isinstance(hits, Sequence):
         raise InvalidInput(f"hits must be a sequence of Hit, not {type(hits).__name__}")
     for number, hit in enumerate(hits, start=1):
         if not isinstance(hit, Hit):
             raise InvalidInput(f"hit {number} is {type(hit).__name__}, not Hit")
-        _check_text(hit.text, f"the text of hit {number}")
-        _check_text(hit.title, f"the title of hit {number}")
+        check_text(hit.text, f"the text of hit {number}")
+        check_text(hit.title, f"the title of hit {number}")
 
 
 def format_passage(number: int, hit: Hit) -> str:
