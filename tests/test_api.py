@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragkit.core.types import CollectionSpec
 from tests.conftest import SECRET, Stack
@@ -74,13 +75,39 @@ def test_health_is_open_and_lists_the_configured_backends_breakers(stack: Stack)
     assert SECRET not in json.dumps(body)
 
 
-def test_metrics_report_routes_stages_and_ingestion(loaded: Stack) -> None:
-    loaded.http.post("/api/v1/rag/search", json={"query": "breaker", "collection": "handbook"})
-    text = loaded.anon.get("/metrics").text
-    assert 'ragkit_http_request_duration_seconds_count{method="POST",route="/api/v1/rag/search"}' in text
-    assert 'ragkit_stage_duration_seconds_count{stage="embed"}' in text
-    assert 'ragkit_ingested_chunks_total{collection="handbook"}' in text
-    assert "ragkit_breaker_state" in text
+def metric(stack: Stack, name: str, **labels: str) -> float:
+    """One sample of /metrics (0 when the series does not exist yet), read as Prometheus reads it."""
+    for family in text_string_to_metric_families(stack.anon.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_the_searches_and_ingestion_actually_made(stack: Stack) -> None:
+    create(stack)
+    report = ingest(stack, DOCS)
+    # Series that exist from start-up would pass without any work done: these grow with the work.
+    assert metric(stack, "ragkit_ingested_chunks_total", collection="handbook") == report["chunks"] > 0
+    assert metric(stack, "ragkit_ingested_documents_total", collection="handbook", outcome="ingested") == len(DOCS)
+    route = {"method": "POST", "route": "/api/v1/rag/search"}
+    before = {
+        "ok": metric(stack, "ragkit_http_requests_total", **route, status="200"),
+        "timed": metric(stack, "ragkit_http_request_duration_seconds_count", **route),
+        "embed": metric(stack, "ragkit_stage_duration_seconds_count", stage="embed"),
+        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="search"),
+    }
+    # Distinct queries, so no answer can come from a cache instead of the stages.
+    for query in ("breaker", "rotate the secret", "stale chunks"):
+        assert stack.http.post("/api/v1/rag/search", json={"query": query, "collection": "handbook"}).status_code == 200
+    after = {
+        "ok": metric(stack, "ragkit_http_requests_total", **route, status="200"),
+        "timed": metric(stack, "ragkit_http_request_duration_seconds_count", **route),
+        "embed": metric(stack, "ragkit_stage_duration_seconds_count", stage="embed"),
+        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="search"),
+    }
+    assert {key: after[key] - before[key] for key in before} == {"ok": 3, "timed": 3, "embed": 3, "search": 3}
+    assert metric(stack, "ragkit_breaker_state", breaker="qdrant_search") == 0  # closed after healthy searches
 
 
 def test_openapi_docs_are_served(stack: Stack) -> None:
@@ -398,8 +425,12 @@ def test_unversioned_alias_works_with_a_deprecation_header(loaded: Stack) -> Non
 def test_unknown_routes_and_methods(stack: Stack) -> None:
     missing = stack.http.get("/api/v2/nothing")
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
-    wrong_method = stack.http.put("/api/v1/rag/search", json={})
-    assert wrong_method.status_code in (401, 405)
+    # The token is valid, so the only thing wrong is the method: 405, never 401 or 404.
+    wrong = [("PUT", "/api/v1/rag/search"), ("DELETE", "/api/v1/rag/collections"), ("PATCH", "/api/rag/search")]
+    for method, path in wrong:
+        wrong_method = stack.http.request(method, path, json={})
+        assert wrong_method.status_code == 405, f"{method} {path}: {wrong_method.status_code} {wrong_method.text}"
+        assert error_of(wrong_method)["code"] == "method_not_allowed"
 
 
 def test_client_round_trip_with_awkward_document_ids(loaded: Stack) -> None:

@@ -4,18 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
-from ragkit.adapters.breakers import Breaker
+from ragkit.adapters.breakers import Breaker, BreakerBoard
 from ragkit.core.errors import BreakerOpen, DependencyTimeout, DependencyUnavailable, InvalidInput, UpstreamRejected
 from ragkit.core.metrics import Metrics
+
+
+class ManualClock:
+    """A clock that only moves when the test says so: reset timeouts pass at once, and exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def fail(breaker: Breaker, exc: Exception) -> None:
     with pytest.raises(type(exc)), breaker.guard():
         raise exc
+
+
+def refused(breaker: Breaker) -> BreakerOpen:
+    """The breaker refuses a call without running it; returns the refusal."""
+    ran = []
+    with pytest.raises(BreakerOpen) as refusal, breaker.guard():
+        ran.append(True)
+    assert not ran, "a refused call must not run"
+    return refusal.value
 
 
 def test_opens_after_fail_max_consecutive_failures_and_then_fails_fast() -> None:
@@ -50,13 +71,17 @@ def test_cancellation_is_neither_failure_nor_success() -> None:
     breaker = Breaker("ollama_generation", fail_max=2, reset_timeout=30)
     fail(breaker, DependencyUnavailable("ollama", "down"))
 
-    async def cancelled_call() -> None:
-        with breaker.guard():
-            await asyncio.sleep(10)
-
     async def scenario() -> None:
+        inside = asyncio.Event()
+
+        async def cancelled_call() -> None:
+            with breaker.guard():
+                inside.set()
+                await asyncio.Event().wait()  # never answers: only the cancellation ends it
+
         task = asyncio.create_task(cancelled_call())
-        await asyncio.sleep(0.05)
+        # Cancel only once the call is inside the guard, or the guard would never see it.
+        await asyncio.wait_for(inside.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -69,9 +94,13 @@ def test_cancellation_is_neither_failure_nor_success() -> None:
 
 
 def test_only_one_half_open_probe_at_a_time_then_recovers() -> None:
-    breaker = Breaker("qdrant_search", fail_max=1, reset_timeout=0.2)
+    clock = ManualClock()
+    breaker = Breaker("qdrant_search", fail_max=1, reset_timeout=30, clock=clock)
     fail(breaker, DependencyUnavailable("qdrant", "down"))
-    time.sleep(0.25)
+    assert refused(breaker).retry_after == pytest.approx(30)
+    clock.advance(29.5)
+    assert refused(breaker).retry_after == pytest.approx(0.5)  # not a moment before the reset timeout
+    clock.advance(0.5)
     probe_running = threading.Event()
     release = threading.Event()
 
@@ -82,11 +111,9 @@ def test_only_one_half_open_probe_at_a_time_then_recovers() -> None:
 
     thread = threading.Thread(target=probe)
     thread.start()
-    assert probe_running.wait(5)
+    assert probe_running.wait(5), "once the reset timeout has passed, one call must be let through"
     assert breaker.state == "half_open"
-    with pytest.raises(BreakerOpen):  # a second caller while the probe is out fails fast
-        with breaker.guard():
-            pass
+    refused(breaker)  # a second caller while the probe is out fails fast
     release.set()
     thread.join()
     assert breaker.state == "closed"
@@ -94,34 +121,55 @@ def test_only_one_half_open_probe_at_a_time_then_recovers() -> None:
         pass
 
 
-def test_failed_probe_reopens() -> None:
-    breaker = Breaker("ollama_generation", fail_max=1, reset_timeout=0.1)
+def test_failed_probe_reopens_for_a_whole_reset_timeout() -> None:
+    clock = ManualClock()
+    breaker = Breaker("ollama_generation", fail_max=1, reset_timeout=10, clock=clock)
     fail(breaker, DependencyUnavailable("ollama", "down"))
-    time.sleep(0.15)
-    fail(breaker, DependencyUnavailable("ollama", "still down"))
+    clock.advance(10)
+    fail(breaker, DependencyUnavailable("ollama", "still down"))  # the probe ran, and failed
     assert breaker.state == "open"
-    with pytest.raises(BreakerOpen), breaker.guard():
+    # The timeout starts again from the failed probe, not from the first opening.
+    assert refused(breaker).retry_after == pytest.approx(10)
+    clock.advance(9)
+    refused(breaker)
+    clock.advance(1)
+    with breaker.guard():
         pass
+    assert breaker.state == "closed"
+
+
+def test_the_boards_breakers_run_on_its_clock() -> None:
+    clock = ManualClock()
+    board = BreakerBoard(fail_max=1, reset_timeout=5, clock=clock)
+    fail(board["redis"], DependencyUnavailable("redis", "down"))
+    assert board.states() == {"redis": "open"}
+    clock.advance(5)
+    with board["redis"].guard():
+        pass
+    assert board.states() == {"redis": "closed"}
 
 
 def test_closed_breaker_does_not_serialise_concurrent_calls() -> None:
     breaker = Breaker("ollama_generation", fail_max=5, reset_timeout=30)
     inside = 0
-    most_inside = 0
-
-    async def call() -> None:
-        nonlocal inside, most_inside
-        with breaker.guard():
-            inside += 1
-            most_inside = max(most_inside, inside)
-            await asyncio.sleep(0.05)
-            inside -= 1
 
     async def many() -> None:
+        all_inside = asyncio.Event()
+
+        async def call() -> None:
+            nonlocal inside
+            with breaker.guard():
+                inside += 1
+                if inside == 20:
+                    all_inside.set()
+                # Each call stays inside until all 20 are: a breaker that let one in at a time
+                # would leave the first waiting here until the timeout.
+                await asyncio.wait_for(all_inside.wait(), 5)
+
         await asyncio.gather(*(call() for _ in range(20)))
 
     asyncio.run(many())
-    assert most_inside == 20
+    assert inside == 20
 
 
 def test_state_changes_are_exported_as_metrics() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
@@ -58,7 +60,8 @@ def test_ingest_search_ask_and_collections(run, stack: Stack) -> None:  # noqa: 
     assert refused.exit_code != 0 and "empty" in run("collections", "list").output
     assert run("collections", "delete", "empty", "--yes").exit_code == 0
     assert "empty" not in run("collections", "list").output
-    assert '"status": "ok"' in run("health").output
+    health = run("health", "--json")  # the default is a table for people; --json is the stable form
+    assert health.exit_code == 0 and json.loads(health.output)["status"] == "ok"
 
 
 def test_errors_are_one_readable_line(run, tmp_path: Path) -> None:  # noqa: ANN001
@@ -105,6 +108,11 @@ def test_python_dash_m_is_the_same_program() -> None:
     assert done.returncode == 0 and "ingest" in done.stdout and "serve" in done.stdout
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process, from Linux's /proc."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -> None:
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "INTER_SERVICE_SECRET"}
@@ -116,6 +124,8 @@ def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Its own process group, so whatever it leaves behind can be found (and cleaned up) by group.
+        start_new_session=True,
     )
     output = []
     try:
@@ -139,7 +149,21 @@ def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -
         assert (
             httpx.get(f"{url}/api/v1/rag/search", params={"collection": "ragkit-docs", "query": "x"}).status_code == 401
         )
-    finally:
+        children = children_of(process.pid)
+        assert len(children) == 1, "with --no-ui, `ragkit up` runs the service and nothing else"
+
+        # Ctrl+C is how a person stops it: a clean exit, after the service has shut down.
         process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)  # EOF only once no child holds the output open
+        text += rest
+        assert process.returncode == 0, text
+        # The service stopped through its own shutdown (store closed), not by the kill after a timeout.
+        assert "Application shutdown complete" in rest, rest
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)  # nothing of the group is left running
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/health/live", timeout=5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=60)
-    assert process.returncode is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -31,6 +32,19 @@ QUESTION = {"question": "When does a breaker open?", "collection": "docs", "top_
 def prepare(stack: Stack) -> None:
     assert stack.http.post("/api/v1/rag/collections", json={"name": "docs"}).status_code == 201
     assert stack.http.post("/api/v1/rag/collections/docs/documents", json={"documents": DOCS}).status_code == 200
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Poll an observable condition until it holds; at the deadline, fail saying what never happened."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.01)  # the poll interval, not a guess at how long anything takes
+
+
+def reset_time_over(stack: Stack, breaker: str) -> Callable[[], bool]:
+    """True once the live service's breaker would let a probe through (its reset time has passed)."""
+    return lambda: stack.services.breakers[breaker].retry_after() == 0
 
 
 @pytest.fixture
@@ -88,7 +102,7 @@ def test_dead_host_opens_the_breaker_and_answers_come_back_fast(stack_factory, f
 
     # The host recovers; after the reset time one probe goes through and closes the breaker.
     fake.mode = "ok"
-    time.sleep(2.2)
+    wait_until(reset_time_over(stack, "ollama_generation"), "the breaker's reset time to pass")
     body = stack.http.post("/api/v1/rag/query", json=QUESTION).json()
     assert body["generator"] == "ollama:llama3.2" and body["degraded"] is False
     assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "closed"
@@ -183,7 +197,7 @@ def test_half_open_breaker_lets_exactly_one_probe_reach_the_host(stack_factory, 
     from concurrent.futures import ThreadPoolExecutor
 
     stack = stack_factory(
-        generator="ollama", embedder="local", ollama_host=fake.url, ollama_timeout_s=4.0, breaker_reset_s=1.0
+        generator="ollama", embedder="local", ollama_host=fake.url, ollama_timeout_s=10.0, breaker_reset_s=1.0
     )
     prepare(stack)
     fake.stop()
@@ -191,18 +205,27 @@ def test_half_open_breaker_lets_exactly_one_probe_reach_the_host(stack_factory, 
         stack.http.post("/api/v1/rag/query", json=QUESTION)
     assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "open"
     fake.start()
-    fake.set_mode("slow", "/api/chat", seconds=1.5)  # the probe is still out while the others arrive
-    time.sleep(1.1)
+    # The recovering host holds each chat request until the test lets it answer, so the probe is
+    # certainly still out while the others arrive, however slow this machine is.
+    fake.set_mode("slow", "/api/chat", seconds=60)
+    wait_until(reset_time_over(stack, "ollama_generation"), "the breaker's reset time to pass")
     before = fake.count("/api/chat")
 
-    def ask(delay: float) -> dict:
-        time.sleep(delay)
+    def ask() -> dict:
         return stack.http.post("/api/v1/rag/query", json=QUESTION).json()
 
-    with ThreadPoolExecutor(3) as pool:
-        answers = list(pool.map(ask, [0.0, 0.4, 0.5]))
-    assert fake.count("/api/chat") - before == 1, "only the probe may reach the recovering host"
-    assert answers[0]["generator"] == "ollama:llama3.2" and answers[0]["degraded"] is False
-    for waiting in answers[1:]:
-        assert waiting["generator"] == "extractive" and waiting["degraded"] is True
+    with ThreadPoolExecutor(1) as pool:
+        probe = pool.submit(ask)
+        wait_until(lambda: fake.count("/api/chat") > before or probe.done(), "the probe to reach the host")
+        assert not probe.done(), f"the first call after the reset time must be the probe: {probe.result()}"
+        assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "half_open"
+        waiting = [ask(), ask()]  # while the probe is out
+        assert fake.count("/api/chat") - before == 1, "only the probe may reach the recovering host"
+        fake.set_mode("ok", "/api/chat")  # the host answers the probe it holds
+        answer = probe.result(timeout=30)
+    assert answer["generator"] == "ollama:llama3.2" and answer["degraded"] is False
+    for other in waiting:
+        assert other["generator"] == "extractive" and other["degraded"] is True
+    assert any("circuit breaker is open" in r for r in waiting[0]["reasons"])
+    assert fake.count("/api/chat") - before == 1
     assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "closed"

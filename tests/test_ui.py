@@ -7,7 +7,7 @@ import json
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -416,17 +416,24 @@ def test_evaluation_explains_when_runs_cannot_be_started(loaded: Stack, monkeypa
 
 FAKE_NOTEBOOK = textwrap.dedent("""
     # Stands in for `ragkit notebook run evaluate`: writes the executed notebook cell by cell like
-    # papermill, then metrics.json, into --output-dir.
-    import json, pathlib, sys, time
+    # papermill, then metrics.json, into --output-dir. After the first cell it holds until the test
+    # creates the gate file, so the test sees the run in progress for certain, then lets it finish.
+    import json, os, pathlib, sys, time
     args = sys.argv[1:]
     out = pathlib.Path(args[args.index("--output-dir") + 1])
     params = {args[i + 1]: args[i + 2] for i in range(0, args.index("--output-dir"), 3)}
+    gate = pathlib.Path(os.environ["FAKE_NOTEBOOK_GATE"])
     out.mkdir(parents=True)
     cells = [{"cell_type": "code", "metadata": {"papermill": {"status": "pending"}}} for _ in range(4)]
-    for cell in cells:
+    for index, cell in enumerate(cells):
         cell["metadata"]["papermill"]["status"] = "completed"
         (out / "evaluate.ipynb").write_text(json.dumps({"cells": cells}))
-        time.sleep(float(params.get("pause", 0.05)))
+        held_until = time.monotonic() + 60
+        while index == 0 and not gate.exists():
+            if time.monotonic() > held_until:
+                sys.exit("the test never opened the gate")
+            time.sleep(0.01)
+        time.sleep(float(params.get("pause", 0)))
     (out / "metrics.json").write_text(json.dumps({
         "dataset": params["dataset"], "collection": "c", "queries": int(params["max_queries"]),
         "config": {"top_k": int(params["top_k"]), "note": params.get("note")},
@@ -437,9 +444,12 @@ FAKE_NOTEBOOK = textwrap.dedent("""
 
 
 @pytest.fixture
-def fake_notebook(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_notebook(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs use FAKE_NOTEBOOK; returns the gate file that lets a run go on past its first cell."""
     script = workdir / "fake_notebook.py"
     script.write_text(FAKE_NOTEBOOK)
+    gate = workdir / "fake_notebook.gate"
+    monkeypatch.setenv("FAKE_NOTEBOOK_GATE", str(gate))
     monkeypatch.setattr(evaluation, "notebook_command_available", lambda: (True, ""))
     monkeypatch.setattr(
         evaluation, "evaluate_command",
@@ -447,15 +457,22 @@ def fake_notebook(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                                     *[x for k, v in params.items() for x in ("-p", k, str(v))],
                                     "--output-dir", str(output_dir)],
     )
+    return gate
+
+
+def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
+    """Poll an observable condition until it holds; at the deadline, fail saying what never happened."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.02)  # the poll interval, not a guess at how long anything takes
 
 
 def wait_for(job: evaluation.EvaluationJob, seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while job.running and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not job.running, "the run to end", seconds)
 
 
-def test_evaluation_starts_a_run_and_shows_its_progress(loaded: Stack, workdir: Path, fake_notebook: None) -> None:
+def test_evaluation_starts_a_run_and_shows_its_progress(loaded: Stack, workdir: Path, fake_notebook: Path) -> None:
     at = start("evaluation")
     at.multiselect[-1].set_value(["hybrid", "sparse"])
     at.number_input[1].set_value(20)  # queries
@@ -465,18 +482,21 @@ def test_evaluation_starts_a_run_and_shows_its_progress(loaded: Stack, workdir: 
     assert "line 2: write KEY=VALUE" in texts(at)  # nothing started
     assert "evaluation_job" not in at.session_state
 
-    at.text_area[0].set_value("note=from the UI\npause=0.5")
+    at.text_area[0].set_value("note=from the UI\npause=0.01")
     at.button[-1].click().run()
     assert_clean(at)
     job = at.session_state["evaluation_job"]
     assert job.command[2:-2] == [
         "-p", "dataset", "scifact", "-p", "modes", "hybrid,sparse", "-p", "top_k", "100", "-p", "max_queries", "20",
-        "-p", "max_documents", "None", "-p", "note", "from the UI", "-p", "pause", "0.5"]
+        "-p", "max_documents", "None", "-p", "note", "from the UI", "-p", "pause", "0.01"]
     assert job.output_dir.parent == workdir / "data" / "runs" and job.output_dir.name.endswith("-evaluate")
-    time.sleep(0.8)
+    # The run holds after its first cell until the gate opens: it is surely running when the page looks.
+    wait_until(lambda: job.cells() == (1, 4) or not job.running, "the run's first cell")
     at.run()
-    assert "cell " in at.get("progress")[0].proto.text and job.running  # shown while it runs
+    assert job.running, job.output()
+    assert "cell 1 of 4" in at.get("progress")[0].proto.text  # shown while it runs
 
+    fake_notebook.touch()
     wait_for(job)
     at.run()
     assert_clean(at)
@@ -501,7 +521,7 @@ def test_a_failed_run_says_why(loaded: Stack, monkeypatch: pytest.MonkeyPatch) -
     assert "exited with code 2: error: unknown parameter x" in at.error[0].value
 
 
-def test_a_run_can_be_stopped(loaded: Stack, fake_notebook: None) -> None:
+def test_a_run_can_be_stopped(loaded: Stack, fake_notebook: Path) -> None:
     at = start("evaluation")
     at.text_area[0].set_value("pause=30")
     at.button[-1].click().run()

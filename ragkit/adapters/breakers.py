@@ -15,6 +15,10 @@ plain context manager that works around awaited and threaded calls alike:
 
 Outcomes are recorded through ``pybreaker``'s own ``calling()`` so the state machine,
 counters and listeners stay pybreaker's.
+
+Time comes from a clock (``time.monotonic`` unless one is passed in), so tests can move it
+forward instead of waiting out a reset timeout; see ``_ClockStorage`` for how pybreaker, which
+reads ``datetime.now()`` itself, is kept on that clock.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
@@ -39,6 +44,8 @@ log = logging.getLogger("ragkit.adapters.breakers")
 STORE_READ = "qdrant_search"
 STORE_WRITE = "qdrant_upsert"
 CACHE = "redis"
+
+Clock = Callable[[], float]  # seconds; only differences between two readings matter
 
 
 def _state_name(pybreaker_state: str) -> str:
@@ -60,10 +67,48 @@ class _Recorder(pybreaker.CircuitBreakerListener):
             self._metrics.breaker_transitions.labels(cb.name, old, new).inc()
 
 
+class _ClockStorage(pybreaker.CircuitMemoryStorage):
+    """pybreaker's in-memory state, with the moment the breaker opened taken from our clock.
+
+    pybreaker has no clock of its own: it stamps ``opened_at = datetime.now(UTC)`` when it opens
+    and, at the next call, compares ``datetime.now(UTC) < opened_at + reset_timeout``. So the
+    stamp is kept as a reading of our clock, and ``opened_at`` is read back as "now minus the
+    time elapsed on our clock"; pybreaker's comparison then amounts to ``elapsed <
+    reset_timeout``, on our clock. On the real clock that is the wall time it opened.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(pybreaker.STATE_CLOSED)
+        self._clock = clock
+        self.opened: float | None = None  # a reading of the clock
+
+    def elapsed(self) -> float | None:
+        """Seconds on the clock since the breaker last opened; None if it never did."""
+        return None if self.opened is None else self._clock() - self.opened
+
+    @property
+    def opened_at(self) -> datetime | None:
+        elapsed = self.elapsed()
+        return None if elapsed is None else datetime.now(UTC) - timedelta(seconds=elapsed)
+
+    @opened_at.setter
+    def opened_at(self, _wall_time: datetime) -> None:
+        self.opened = self._clock()
+
+
 class Breaker:
-    def __init__(self, name: str, *, fail_max: int, reset_timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        fail_max: int,
+        reset_timeout: float,
+        metrics: Metrics | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self.name = name
         self._metrics = metrics
+        self._storage = _ClockStorage(clock)
         self._cb = pybreaker.CircuitBreaker(
             fail_max=fail_max,
             reset_timeout=reset_timeout,
@@ -73,6 +118,7 @@ class Breaker:
             listeners=[_Recorder(metrics)],
             # Let the error that tripped the breaker reach its caller (it says what failed).
             throw_new_error_on_trip=False,
+            state_storage=self._storage,
         )
         self._probe_lock = threading.Lock()
         self._probing = False
@@ -92,10 +138,9 @@ class Breaker:
         return self._cb.fail_counter
 
     def retry_after(self) -> float:
-        opened_at = self._cb._state_storage.opened_at  # pybreaker keeps it only in its storage
-        if opened_at is None:
+        elapsed = self._storage.elapsed()
+        if elapsed is None:
             return 0.0
-        elapsed = (datetime.now(UTC) - opened_at).total_seconds()
         return max(self._cb.reset_timeout - elapsed, 0.0)
 
     def _admit(self) -> bool:
@@ -114,7 +159,11 @@ class Breaker:
         if self._metrics is not None:
             self._metrics.breaker_rejections.labels(self.name).inc()
 
-    def _record(self, failure: BaseException | None) -> None:
+    def _record(self, failure: BaseException | None, *, probe: bool) -> None:
+        if probe and self._cb.current_state == pybreaker.STATE_OPEN:
+            # _admit found the reset timeout over; pybreaker would check it again on its own
+            # reading of the time, which can disagree right at the boundary and drop the outcome.
+            self._cb.half_open()
         try:
             with self._cb.calling():
                 if failure is not None:
@@ -131,19 +180,19 @@ class Breaker:
         try:
             yield
         except DependencyError as exc:
-            self._record(exc)
+            self._record(exc, probe=probe)
             raise
         except (asyncio.CancelledError, GeneratorExit):
             raise  # the caller gave up: says nothing about the dependency
         except CallerError:
-            self._record(None)
+            self._record(None, probe=probe)
             raise
         except BaseException as exc:
             # An untranslated error is a bug in an adapter; count it, the dependency is suspect.
-            self._record(exc)
+            self._record(exc, probe=probe)
             raise
         else:
-            self._record(None)
+            self._record(None, probe=probe)
         finally:
             if probe:
                 with self._probe_lock:
@@ -154,10 +203,18 @@ class BreakerBoard:
     """All breakers of one service instance. A breaker exists once something guards a call with
     it, so /health lists the configured backends' breakers and no others."""
 
-    def __init__(self, *, fail_max: int, reset_timeout: float, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        fail_max: int,
+        reset_timeout: float,
+        metrics: Metrics | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._fail_max = fail_max
         self._reset_timeout = reset_timeout
         self._metrics = metrics
+        self._clock = clock
         self._breakers: dict[str, Breaker] = {}
         self._lock = threading.Lock()
 
@@ -166,7 +223,11 @@ class BreakerBoard:
         if breaker is None:
             with self._lock:
                 breaker = self._breakers.get(name) or Breaker(
-                    name, fail_max=self._fail_max, reset_timeout=self._reset_timeout, metrics=self._metrics
+                    name,
+                    fail_max=self._fail_max,
+                    reset_timeout=self._reset_timeout,
+                    metrics=self._metrics,
+                    clock=self._clock,
                 )
                 self._breakers[name] = breaker
         return breaker
