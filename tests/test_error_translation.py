@@ -958,13 +958,6 @@ def test_qdrant_failures_become_ragkit_errors(
         assert caught.value.retry_after == fault.retry_after  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="store gap: a 200 that is not JSON reaches QdrantStore as a raw json.JSONDecodeError (qdrant-client "
-    "falls back to json.loads outside its ResponseHandlingException), which the store's ValueError branch, meant "
-    "for local mode, reports as InvalidInput: a caller error the breaker never counts",
-)
 @pytest.mark.parametrize("call", STORE_CALLS)
 def test_qdrant_answer_that_is_not_json_is_an_outage(rig: Rig, stores: Callable[..., QdrantStore], call: str) -> None:
     # What a proxy's sign-in page or a non-Qdrant server at QDRANT_URL answers.

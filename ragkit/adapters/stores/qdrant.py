@@ -26,8 +26,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from ragkit.adapters.stores.common import (
     DENSE_VECTOR,
     DEPENDENCY,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
     RRF_K,
     SPARSE_VECTOR,
     SearchPlan,
@@ -35,12 +33,13 @@ from ragkit.adapters.stores.common import (
     check_update,
     hit_from,
     normalise_point,
+    payload_indexes,
     spec_from_dict,
     spec_to_dict,
     stamp_created,
     validate_spec,
 )
-from ragkit.adapters.stores.filters import AtLeast, IndexKind, Match, Where
+from ragkit.adapters.stores.filters import AtLeast, Match, Where
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -106,6 +105,10 @@ def _translate(exc: Exception, name: str | None) -> RagkitError:
     if grpc is not None and isinstance(exc, grpc.RpcError):
         return _translate_grpc(exc, name)
     message = str(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        # A 200 that is not JSON: a proxy's sign-in page or something else at QDRANT_URL. The
+        # server did not answer as Qdrant, so it counts as an outage, not as the caller's mistake.
+        return DependencyUnavailable(DEPENDENCY, f"the server at QDRANT_URL did not answer as Qdrant: {message}")
     if isinstance(exc, ValueError):  # local mode reports everything the server would 4xx this way
         if name and "not found" in message:
             return CollectionNotFound(name)
@@ -186,9 +189,6 @@ class QdrantStore(StoreBase):
         options = client.init_options
         local = options.get("location") == ":memory:" or options.get("path") is not None
         self._serial: AbstractContextManager[object] = threading.RLock() if local else nullcontext()
-        # Payload indexes known to exist, per collection: saves asking the server before each filtered search.
-        self._indexed: dict[str, set[str]] = {}
-        self._indexed_lock = threading.Lock()
 
     @contextmanager
     def _backend(self, name: str | None = None) -> Iterator[None]:
@@ -218,12 +218,8 @@ class QdrantStore(StoreBase):
                 write_consistency_factor=self._write_consistency_factor,
                 metadata={SPEC_KEY: spec_to_dict(spec)},
             )
-            for field in KEYWORD_FIELDS:
-                self._client.create_payload_index(spec.name, field, qm.PayloadSchemaType.KEYWORD, wait=True)
-            for field in INTEGER_FIELDS:
-                self._client.create_payload_index(spec.name, field, qm.PayloadSchemaType.INTEGER, wait=True)
-        with self._indexed_lock:
-            self._indexed[spec.name] = set(KEYWORD_FIELDS + INTEGER_FIELDS)
+            for path, kind in payload_indexes(spec).items():
+                self._client.create_payload_index(spec.name, path, _SCHEMAS[kind], wait=True)
 
     def _info(self, name: str) -> qm.CollectionInfo:
         validate_collection_name(name)
@@ -268,8 +264,6 @@ class QdrantStore(StoreBase):
         self.get_collection(name)  # unknown → CollectionNotFound; foreign collections are not ours to drop
         with self._backend(name):
             self._client.delete_collection(name)
-        with self._indexed_lock:
-            self._indexed.pop(name, None)
 
     # ------------------------------------------------------------------ points
 
@@ -324,23 +318,9 @@ class QdrantStore(StoreBase):
         # deletes go by filter, which the server applies atomically, and counts are best-effort.
         return nullcontext()
 
-    def _ensure_indexes(self, name: str, needs: Mapping[str, IndexKind]) -> None:
-        validate_collection_name(name)
-        with self._indexed_lock:
-            known = self._indexed.get(name)
-        if known is None:
-            known = set(self._info(name).payload_schema)
-        missing = {path: kind for path, kind in needs.items() if path not in known}
-        with self._backend(name):
-            for path, kind in missing.items():
-                self._client.create_payload_index(name, path, _SCHEMAS[kind], wait=True)
-                known.add(path)
-        with self._indexed_lock:
-            self._indexed[name] = known
-
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]:
-        flt = _compile(plan.where)
-        with self._backend(name):
+        with self._backend(name):  # the client's models check the filter's values as they are built
+            flt = _compile(plan.where)
             if plan.mode == "hybrid":
                 branches = ["dense", "sparse"] if plan.sparse is not None else ["dense"]
                 prefetch = []
