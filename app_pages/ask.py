@@ -1,5 +1,8 @@
 """Ask: a chat over one collection. Answers stream in, cite their passages as [n], and can be
-rated; the conversation lives in this browser session."""
+rated; the conversation lives in this browser session.
+
+Answers and passages are shown as text, never as markup: they quote documents, and a document's
+HTML or remote image rendered here would run or load in the reader's browser."""
 
 from __future__ import annotations
 
@@ -81,9 +84,9 @@ def render_turn(turn: dict[str, Any]) -> None:
         if turn.get("degraded"):
             st.warning(display.degraded_text(turn.get("reasons") or []), icon=":material/warning:")
         if turn.get("answer"):
-            st.markdown(turn["answer"])
+            st.markdown(display.answer_markdown(turn["answer"]))
         if turn.get("error"):
-            st.error(turn["error"], icon=":material/error:")
+            st.error(display.escape_markdown(turn["error"]), icon=":material/error:")
         elif turn.get("answer") and not turn.get("complete"):
             st.caption(":orange[Stopped before the answer was complete.]")
         render_sources(turn)
@@ -131,7 +134,8 @@ def ask(question: str) -> None:
                     turn["reasons"] = list(data.get("reasons") or [])
                 elif event == "token":
                     turn["answer"] += data.get("text", "")
-                    yield data.get("text", "")
+                    # st.write_stream renders what it is given as Markdown.
+                    yield display.answer_markdown(data.get("text", ""))
                 elif event == "degraded":
                     turn["degraded"], turn["reasons"] = True, list(data.get("reasons") or [])
                 elif event == "done":

@@ -1,4 +1,7 @@
-"""Search: the passages a query retrieves, in one mode or side by side in all three."""
+"""Search: the passages a query retrieves, in one mode or side by side in all three.
+
+Passages, titles and ids come from documents: they are shown as text (st.text, table cells, or
+escaped Markdown), never as markup."""
 
 from __future__ import annotations
 
@@ -71,7 +74,8 @@ def show_result(found: dict[str, Any], *, compact: bool, note: str = "") -> None
         + (f" · {note}" if note else "")
     )
     if found.get("degraded"):
-        st.warning("**Degraded.** " + "; ".join(found.get("reasons") or []), icon=":material/warning:")
+        reasons = "; ".join(display.escape_markdown(r) for r in found.get("reasons") or [])
+        st.warning("**Degraded.** " + reasons, icon=":material/warning:")
     if not found["results"]:
         st.info("Nothing found.")
         return
@@ -90,7 +94,8 @@ def show_result(found: dict[str, Any], *, compact: bool, note: str = "") -> None
 
 if results:
     by_mode: dict[str, Any] = results["modes"]
-    st.subheader(f"“{results['query']}” in {results['collection']}")
+    query_text = display.escape_markdown(results["query"])
+    st.subheader(f"“{query_text}” in {display.escape_markdown(results['collection'])}")
     if len(by_mode) > 1:
         hybrid = by_mode.get("hybrid", {}).get("results", [])
         columns = st.columns(len(by_mode))
@@ -107,5 +112,6 @@ if results:
             labels = [f"{n}. {display.document_label(h)} (chunk {h.get('chunk_index')})" for n, h in enumerate(hits, 1)]
             chosen = st.selectbox("Read a result in full", range(len(hits)), format_func=lambda i: labels[i])
             hit = hits[chosen]
-            st.caption(f"document `{hit.get('doc_id')}` · score {display.score_text(hit.get('score'))}")
+            score = display.score_text(hit.get("score"))
+            st.caption(f"document {display.code_text(hit.get('doc_id'))} · score {score}")
             st.text(hit.get("text", ""))

@@ -14,7 +14,8 @@ query by query (or round by round, alternating the order), so that both see the 
    local mode (synthetic clustered vectors), and Edge's recall@10 against exact search;
 5. memory: the service's peak RSS holding 100k chunks, against the same service holding the
    small collection of part 1;
-6. tuning: what the embedder settings buy under concurrency (query micro-batching, torch threads).
+6. tuning: what the embedder settings buy under concurrency (query micro-batching, torch threads),
+   and the local model on ONNX Runtime against torch (one query, 256 chunks).
 
 Results go to <data_dir>/runs/bench-<timestamp>.json, a table on stdout and, for part 4, a plot
 (docs/search-latency.png by default).
@@ -196,6 +197,41 @@ def bench_tuning(report: Report, embedder: LocalEmbedder, queries: list[str], ro
                f"1 thread {one[1]['p95_ms']:.1f} ms", one[2]["p95_ms"] / one[1]["p95_ms"])
     report.add("6 tuning", "batch of 64, 2 torch threads vs 1: median", f"{batch[2]['p50_ms']:.0f} ms",
                f"1 thread {batch[1]['p50_ms']:.0f} ms", batch[2]["p50_ms"] / batch[1]["p50_ms"])
+
+
+def bench_backends(report: Report, torch_embedder: LocalEmbedder, cache_dir: Path, queries: list[str],
+                   documents: list[dict[str, Any]], rounds: int) -> None:
+    """The local model on ONNX Runtime (the default) against torch: one query, and 256 chunks."""
+    from ragkit.adapters.embedders.onnx import OnnxEmbedder
+
+    print("6. tuning: ONNX Runtime against torch", flush=True)
+    onnx_embedder = OnnxEmbedder(cache_dir, batch_size=torch_embedder.batch_size)
+    onnx_embedder.load()  # exports on the first run: not timed
+    # Chunk-sized (about 200 word pieces, ragkit's default chunk), so that batches look like ingestion's.
+    chunks = [f"{d['title']}\n{' '.join(d['text'].split()[:140])}" for d in (documents * 5)[:256]]
+    one: dict[str, list[float]] = {"onnx": [], "torch": []}
+    rate: dict[str, list[float]] = {"onnx": [], "torch": []}
+    load_before = os.getloadavg()
+    for r in range(rounds):
+        order = [("onnx", onnx_embedder), ("torch", torch_embedder)]
+        for name, target in order if r % 2 == 0 else reversed(order):
+            for text in queries[r * 10 : r * 10 + 10]:
+                start = time.perf_counter()
+                target.embed_sync([widened(text, r)])
+                one[name].append(ms_since(start))
+            start = time.perf_counter()
+            target.embed_sync(chunks)
+            rate[name].append(len(chunks) / (time.perf_counter() - start))
+    load = [round(x, 2) for x in (*load_before, *os.getloadavg())]
+    single = {name: summary(samples) for name, samples in one.items()}
+    texts_s = {name: float(np.median(samples)) for name, samples in rate.items()}
+    report.data["backends"] = {"one_query": single, "chunks_per_s": texts_s, "chunks": len(chunks),
+                               "onnx_workers": onnx_embedder.workers, "load_average_before_after": load}
+    report.add("6 tuning", "one query, ONNX Runtime vs torch: p50", f"{single['onnx']['p50_ms']:.1f} ms",
+               f"torch {single['torch']['p50_ms']:.1f} ms", single["onnx"]["p50_ms"] / single["torch"]["p50_ms"],
+               f"load {load[0]}-{load[3]}")
+    report.add("6 tuning", f"{len(chunks)} chunks, ONNX Runtime vs torch", f"{texts_s['onnx']:.1f}/s",
+               f"torch {texts_s['torch']:.1f}/s", texts_s["onnx"] / texts_s["torch"], f"load {load[0]}-{load[3]}")
 
 
 # -- 2. ingestion ----------------------------------------------------------------------------------
@@ -593,6 +629,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
     try:
         if 6 in parts:
             bench_tuning(report, embedder, queries[200:], rounds=4 if quick else 10)
+            bench_backends(report, embedder, Settings().model_cache_dir, queries[400:], documents, 2 if quick else 5)
         if 3 in parts:
             bench_fast_fail(report, embedder, work, queries[300:], 20 if quick else 40, runner)
         if not parts & {1, 2, 4, 5}:

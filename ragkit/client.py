@@ -207,9 +207,20 @@ class RagkitClient:
         return self._request("GET", f"/api/v1/rag/collections/{name}")
 
     def create_collection(
-        self, name: str, *, chunk_size: int | None = None, chunk_overlap: int | None = None
+        self,
+        name: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        body = {"name": name, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap}
+        """``indexed_fields``: metadata fields to index, ``{field: "keyword"|"integer"|"bool"}``."""
+        body = {
+            "name": name,
+            "chunk_size": chunk_size,
+            "chunk_overlap": chunk_overlap,
+            "indexed_fields": dict(indexed_fields) if indexed_fields else None,
+        }
         return self._request("POST", "/api/v1/rag/collections", json=body)
 
     def delete_collection(self, name: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from ragkit.adapters.breakers import CACHE, BreakerBoard
 from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
@@ -72,7 +73,12 @@ def _build_store(settings: Settings) -> VectorStore:
         )
     from ragkit.adapters.stores.edge import EdgeStore
 
-    return EdgeStore(settings.data_dir / "qdrant-edge")
+    return EdgeStore(edge_folder(settings), min_free_bytes=settings.min_free_mb * 1024 * 1024)
+
+
+def edge_folder(settings: Settings) -> Path:
+    """Where the embedded store lives."""
+    return settings.data_dir / "qdrant-edge"
 
 
 def _build_embedder(settings: Settings) -> Embedder:
@@ -85,9 +91,15 @@ def _build_embedder(settings: Settings) -> Embedder:
             timeout_s=settings.ollama_timeout_s,
             batch_size=settings.embed_batch_size,
         )
-    from ragkit.adapters.embedders.local import LocalEmbedder
+    if settings.local_backend == "torch":
+        from ragkit.adapters.embedders.local import LocalEmbedder
 
-    return LocalEmbedder(batch_size=settings.embed_batch_size, threads=settings.torch_threads)
+        return LocalEmbedder(batch_size=settings.embed_batch_size, threads=settings.torch_threads)
+    from ragkit.adapters.embedders.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(
+        settings.model_cache_dir, batch_size=settings.embed_batch_size, workers=settings.embed_workers
+    )
 
 
 def _build_generator(settings: Settings) -> Generator:

@@ -41,6 +41,14 @@ def local_embedder():
     return LocalEmbedder(batch_size=64, threads=2)
 
 
+@pytest.fixture(scope="session")
+def onnx_embedder(tmp_path_factory: pytest.TempPathFactory):
+    """MiniLM on ONNX Runtime, exported once per session into a fresh folder (the real export)."""
+    from ragkit.adapters.embedders.onnx import OnnxEmbedder
+
+    return OnnxEmbedder(tmp_path_factory.mktemp("models"), batch_size=64)
+
+
 class Stack:
     """A running service on the real embedded stack, with an authenticated HTTP client."""
 

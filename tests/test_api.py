@@ -95,7 +95,7 @@ def test_metrics_count_the_searches_and_ingestion_actually_made(stack: Stack) ->
         "ok": metric(stack, "ragkit_http_requests_total", **route, status="200"),
         "timed": metric(stack, "ragkit_http_request_duration_seconds_count", **route),
         "embed": metric(stack, "ragkit_stage_duration_seconds_count", stage="embed"),
-        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="search"),
+        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="retrieve"),
     }
     # Distinct queries, so no answer can come from a cache instead of the stages.
     for query in ("breaker", "rotate the secret", "stale chunks"):
@@ -104,7 +104,7 @@ def test_metrics_count_the_searches_and_ingestion_actually_made(stack: Stack) ->
         "ok": metric(stack, "ragkit_http_requests_total", **route, status="200"),
         "timed": metric(stack, "ragkit_http_request_duration_seconds_count", **route),
         "embed": metric(stack, "ragkit_stage_duration_seconds_count", stage="embed"),
-        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="search"),
+        "search": metric(stack, "ragkit_stage_duration_seconds_count", stage="retrieve"),
     }
     assert {key: after[key] - before[key] for key in before} == {"ok": 3, "timed": 3, "embed": 3, "search": 3}
     assert metric(stack, "ragkit_breaker_state", breaker="qdrant_search") == 0  # closed after healthy searches

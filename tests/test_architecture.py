@@ -42,3 +42,21 @@ def test_no_module_is_a_hall() -> None:
     lines = {p.relative_to(REPO).as_posix(): len(p.read_text().splitlines()) for p in _modules()}
     long = {path: n for path, n in lines.items() if n > MAX_MODULE_LINES}
     assert not long, f"split these by responsibility (over {MAX_MODULE_LINES} lines): {long}"
+
+
+def test_every_test_security_md_cites_exists() -> None:
+    text = (REPO / "SECURITY.md").read_text(encoding="utf-8")
+    cited = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`|`::(\w+)`", text)
+    assert len(cited) > 30
+    current_file = None
+    missing = []
+    for path, name, sibling in cited:
+        if path:
+            current_file = REPO / path
+            if not current_file.is_file():
+                missing.append(path)
+                continue
+        test = name or sibling
+        if test and current_file is not None and f"def {test}(" not in current_file.read_text(encoding="utf-8"):
+            missing.append(f"{current_file.relative_to(REPO)}::{test}")
+    assert not missing, f"SECURITY.md cites tests that do not exist: {missing}"

@@ -179,3 +179,15 @@ def test_state_changes_are_exported_as_metrics() -> None:
     text = metrics.render().decode()
     assert 'ragkit_breaker_state{breaker="redis"} 2.0' in text
     assert 'ragkit_breaker_transitions_total{breaker="redis",from_state="closed",to_state="open"} 1.0' in text
+
+
+def test_a_full_disk_refusal_does_not_open_the_breaker() -> None:
+    # The store's own free-space check refused before writing: the message says what to free, and
+    # an open breaker would replace it with "failing" while the store itself is fine.
+    from ragkit.core.errors import InsufficientStorage
+
+    breaker = Breaker("qdrant_upsert", fail_max=2, reset_timeout=30)
+    for _ in range(5):
+        with pytest.raises(InsufficientStorage), breaker.guard():
+            raise InsufficientStorage("qdrant", "only 3 MiB free; free some disk")
+    assert breaker.state == "closed"

@@ -21,13 +21,14 @@ import pytest
 
 from ragkit.adapters.embedders.local import LocalEmbedder
 from ragkit.adapters.embedders.ollama import OllamaEmbedder
+from ragkit.adapters.embedders.onnx import OnnxEmbedder
 from ragkit.core.errors import DependencyError, InvalidInput
 from tests.support.fake_ollama import FakeOllama
 
 # The case fixture is async (it closes the Ollama client's connections on its own loop).
 pytestmark = pytest.mark.anyio
 
-IMPLEMENTATIONS = ("local", "ollama")
+IMPLEMENTATIONS = ("local", "onnx", "ollama")
 FAKE_DIM = 64  # deliberately not 384, so no check passes by assuming MiniLM's size
 TIMEOUT_S = 2.0
 
@@ -112,6 +113,56 @@ def _local_case(embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch) -> Cas
     )
 
 
+def _onnx_case(embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch) -> Case:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
+
+    session = embedder.load()
+    calls: list[int] = []
+    run = session.run
+
+    # Observes the third-party session (counts its calls) without changing what it returns.
+    def counting_run(outputs: Any, feed: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(feed["input_ids"]))
+        return run(outputs, feed, *args, **kwargs)
+
+    monkeypatch.setattr(session, "run", counting_run)
+
+    def session_raises(error: BaseException) -> Callable[[], AbstractContextManager[None]]:
+        # What onnxruntime really raises: its own exception types (derived from Exception alone) for
+        # a failed allocation or a kernel error, MemoryError, and any other library bug.
+        @contextmanager
+        def broken() -> Iterator[None]:
+            def failing(*args: Any, **kwargs: Any) -> Any:
+                raise error
+
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(session, "run", failing)
+                yield
+
+        return broken
+
+    return Case(
+        embedder=embedder,
+        name="local:all-MiniLM-L6-v2",
+        breaker_name="local_embedding",
+        dimension=384,
+        dependency="local_embedding",
+        backend_calls=lambda: len(calls),
+        faults={
+            "allocation": (
+                session_raises(RuntimeException("Failed to allocate memory for requested buffer of size 25165824")),
+                "Failed to allocate memory",
+            ),
+            "kernel": (
+                session_raises(Fail("Non-zero status code returned while running MatMul node")),
+                "Non-zero status code",
+            ),
+            "memory-error": (session_raises(MemoryError()), "failed to encode"),
+            "library-bug": (session_raises(KeyError("last_hidden_state")), "last_hidden_state"),
+        },
+    )
+
+
 def _ollama_case(fake: FakeOllama, embedder: OllamaEmbedder) -> Case:
     def mode(name: str) -> Callable[[], AbstractContextManager[None]]:
         @contextmanager
@@ -156,6 +207,9 @@ async def case(
     if request.param == "local":
         # The session's loaded model (conftest): loading MiniLM again per test would cost seconds.
         yield _local_case(request.getfixturevalue("local_embedder"), monkeypatch)
+        return
+    if request.param == "onnx":
+        yield _onnx_case(request.getfixturevalue("onnx_embedder"), monkeypatch)
         return
     fake_server.start()
     fake_server.mode = "ok"

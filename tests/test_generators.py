@@ -128,23 +128,26 @@ def test_prompt_numbers_passages_and_asks_for_citations() -> None:
     assert "[n]" in messages[1]["content"]
     assert "does not contain" in SYSTEM_PROMPT
     user = messages[1]["content"]
-    assert "[1] Qdrant: Qdrant is a vector database" in user
-    assert "[2] Ollama: Ollama runs" in user
-    assert "[3] Bananas are rich" in user  # no title: no dangling colon
+    assert '<passage id="1" title="Qdrant">\nQdrant is a vector database' in user
+    assert '<passage id="2" title="Ollama">\nOllama runs' in user
+    assert '<passage id="3">\nBananas are rich' in user  # no title: no empty attribute
+    assert user.count("</passage>") == 3
     assert user.rstrip().endswith("Answer (cite passages as [n]):")
     assert "Question: What is Qdrant?" in user
 
 
 def test_prompt_budget_drops_later_passages_but_keeps_numbers() -> None:
     context = format_context(HITS, max_chars=150)
-    assert context.startswith("[1] Qdrant:")
-    assert "[3]" not in context
+    assert context.startswith('<passage id="1" title="Qdrant">')
+    assert 'id="3"' not in context and context.endswith("</passage>")  # cut, but still closed
     assert len(context) <= 150
     long = [hit(1, "word " * 500, title="Long"), HITS[1]]
     context = format_context(long, max_chars=300)
-    assert context.startswith("[1] Long: word word")
-    assert context.endswith(" …")
+    assert context.startswith('<passage id="1" title="Long">\nword word')
+    assert context.endswith(" …\n</passage>")
     assert len(context) <= 300
+    unbroken = format_context([hit(1, "x" * 500)], max_chars=200)
+    assert len(unbroken) <= 200 and unbroken.endswith(" …\n</passage>")
 
 
 def test_prompt_without_hits_says_so() -> None:

@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import SECRET, Stack
 from tests.support.live import free_port
+
+# Part of the fault-injection suite (tests/test_faults.py): the service killed mid-ingestion.
+pytestmark = pytest.mark.faults
 
 DOCS = [
     {

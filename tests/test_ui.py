@@ -355,7 +355,7 @@ def test_health_shows_breakers_dependencies_and_traffic(loaded: Stack) -> None:
     routes = at.dataframe[0].value
     assert "/api/v1/rag/search" in routes["route"].tolist()
     assert "/health" not in routes["route"].tolist()  # the page's own polling is left out
-    assert "search" in at.dataframe[1].value["stage"].tolist()
+    assert "retrieve" in at.dataframe[1].value["stage"].tolist()
 
 
 def test_health_shows_an_open_breaker_in_red(stack_factory, workdir: Path, monkeypatch) -> None:  # noqa: ANN001

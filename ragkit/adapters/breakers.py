@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 
 import pybreaker
 
-from ragkit.core.errors import BreakerOpen, CallerError, DependencyError
+from ragkit.core.errors import BreakerOpen, CallerError, DependencyError, InsufficientStorage
 from ragkit.core.metrics import BREAKER_STATE_VALUES, Metrics
 
 log = logging.getLogger("ragkit.adapters.breakers")
@@ -179,6 +179,11 @@ class Breaker:
         probe = self._admit()
         try:
             yield
+        except InsufficientStorage:
+            # Refused before any write, by our own free-space check: the store is healthy, and an
+            # open breaker would only hide the message that says what to free.
+            self._record(None, probe=probe)
+            raise
         except DependencyError as exc:
             self._record(exc, probe=probe)
             raise

@@ -9,6 +9,9 @@ backend:
   collection specs for the search path (one store round trip less per query; see below).
 * `GuardedEmbedder` and `GuardedGenerator` put `embed`/`generate`/`stream` under the adapter's own
   breaker and otherwise look exactly like the adapter they wrap.
+
+Each also has `probe()`, for health checks: one cheap, bounded request to the backend that goes
+around the breaker (an open breaker hides a recovery until its reset time; a probe sees it).
 """
 
 from __future__ import annotations
@@ -189,6 +192,25 @@ class GuardedStore:
         self.backend.close()
 
 
+async def _probe_backend(backend: object, timeout_s: float) -> str | None:
+    """None when the backend answers its own ``probe()`` within ``timeout_s``, else what went wrong.
+
+    A backend without ``probe()`` runs in this process (the local embedder, the extractive
+    generator): there is nothing to ask, it is ready once loaded, and the app loads it before it
+    serves. A remote one asks its host something cheap, never for a real answer.
+    """
+    probe = getattr(backend, "probe", None)
+    if probe is None:
+        return None
+    try:
+        await asyncio.wait_for(probe(), timeout=timeout_s)
+    except RagkitError as exc:
+        return exc.message
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    return None
+
+
 class GuardedEmbedder:
     """An embedder whose model calls go through its breaker; everything else is the adapter's."""
 
@@ -211,6 +233,10 @@ class GuardedEmbedder:
             with self._breaker.guard():
                 await ensure()
 
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the model answers within ``timeout_s``, else what went wrong; bypasses the breaker."""
+        return await _probe_backend(self.backend, timeout_s)
+
 
 class GuardedGenerator:
     """A generator whose calls, streamed ones included, go through its breaker."""
@@ -231,3 +257,8 @@ class GuardedGenerator:
         with self._breaker.guard():
             async for piece in self.backend.stream(question, hits):
                 yield piece
+
+    async def probe(self, timeout_s: float = 2.0) -> str | None:
+        """None when the model's host answers within ``timeout_s``, else what went wrong; bypasses
+        the breaker."""
+        return await _probe_backend(self.backend, timeout_s)

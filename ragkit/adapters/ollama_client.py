@@ -33,6 +33,7 @@ import httpx
 import ollama
 import pydantic
 
+from ragkit.core.context import REQUEST_ID_HEADER, current_request_id
 from ragkit.core.errors import (
     ConfigurationError,
     DependencyTimeout,
@@ -58,6 +59,14 @@ def make_timeout(timeout_s: float) -> httpx.Timeout:
     return httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
 
 
+async def pass_request_id(request: httpx.Request) -> None:
+    """An httpx request hook: the call carries the id of the request it serves, so a slow or
+    failed Ollama call in Ollama's (or a proxy's) log is found from the caller's X-Request-ID."""
+    request_id = current_request_id()
+    if request_id is not None:
+        request.headers[REQUEST_ID_HEADER] = request_id
+
+
 class LoopBoundClient:
     """One ``ollama.AsyncClient`` per event loop.
 
@@ -79,7 +88,9 @@ class LoopBoundClient:
             # The old client's connections belong to a loop that is gone or elsewhere; it cannot
             # be closed from here, so it is dropped and its sockets are reclaimed with it.
             try:
-                self._client = ollama.AsyncClient(host=self.host, timeout=self._timeout)
+                self._client = ollama.AsyncClient(
+                    host=self.host, timeout=self._timeout, event_hooks={"request": [pass_request_id]}
+                )
             except (ValueError, httpx.InvalidURL) as exc:
                 # The client parses the host here (a port that is not a number, a broken IPv6
                 # bracket); a bare ValueError would otherwise pass for an Ollama failure.

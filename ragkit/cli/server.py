@@ -22,22 +22,34 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from ragkit.core.config import get_settings
-    from ragkit.core.logs import configure_logging
+    from ragkit.core.logs import configure_logging, known_secrets, redacting_log_config
     from ragkit.http.app import create_app
+    from ragkit.http.gate import SERVER_OPTIONS
 
     settings = get_settings()
-    configure_logging(settings.data_dir)
+    secrets = known_secrets(settings)
+    configure_logging(settings.data_dir, secrets=secrets)
+    # uvicorn's own logs (the access log writes each URL as sent) redact secrets too; and the gate,
+    # not uvicorn, decides whose X-Forwarded-For to believe (SERVER_OPTIONS).
+    server = {"log_config": redacting_log_config(uvicorn.config.LOGGING_CONFIG, secrets), **SERVER_OPTIONS}
     if workers > 1 and not settings.qdrant_url:
         raise click.UsageError("the embedded store belongs to one process: --workers > 1 needs QDRANT_URL")
     try:
+        if not settings.qdrant_url:
+            # The app builds its store in its lifespan, where a failure is a traceback and exit 3:
+            # a data directory that is read-only, full or held by another service is said here.
+            from ragkit.adapters.stores.edge_disk import check_folder
+            from ragkit.services import edge_folder
+
+            check_folder(edge_folder(settings))
         app = create_app(settings)
     except RagkitError as exc:
         click.secho(f"ragkit refuses to start: {exc.message}", fg="red", err=True)
         sys.exit(2)
     if workers > 1:
-        uvicorn.run("ragkit.__main__:app_factory", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run("ragkit.__main__:app_factory", factory=True, host=host, port=port, workers=workers, **server)
     else:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", **server)
 
 
 @click.command()

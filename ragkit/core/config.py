@@ -36,11 +36,20 @@ class Settings(BaseSettings):
 
     inter_service_secret: str = _env("INTER_SERVICE_SECRET", "")
     data_dir: Path = _env("RAGKIT_DATA_DIR", DEFAULT_DATA_DIR)
+    # Disk the embedded store leaves free beyond what each write is estimated to need
+    # (ragkit.adapters.stores.edge_disk explains the estimates and this default).
+    min_free_mb: int = _env("RAGKIT_MIN_FREE_MB", 64, ge=0)
     api_url: str = _env("RAGKIT_API_URL", DEFAULT_API_URL)
     ui_port: int = _env("RAGKIT_UI_PORT", 8501)
 
     embedder: Literal["local", "ollama"] | None = _env("RAGKIT_EMBEDDER")
     generator: Literal["extractive", "ollama"] | None = _env("RAGKIT_GENERATOR")
+    # The local model runs on ONNX Runtime (exported from the shipped weights at first use, into
+    # model_cache_dir) or on torch through sentence-transformers; both give the same vectors.
+    local_backend: Literal["onnx", "torch"] = _env("RAGKIT_LOCAL_BACKEND", "onnx")
+    model_dir: Path | None = _env("RAGKIT_MODEL_DIR")
+    # ONNX Runtime: model calls at once, one core each (default: the cores this process may use).
+    embed_workers: int | None = _env("RAGKIT_EMBED_WORKERS", None, ge=1, le=64)
     torch_threads: int = _env("RAGKIT_TORCH_THREADS", 2, ge=1, le=64)
     embed_batch_size: int = _env("RAGKIT_EMBED_BATCH_SIZE", 64, ge=1, le=4096)
 
@@ -66,6 +75,10 @@ class Settings(BaseSettings):
     jwt_public_key: str | None = _env("RAGKIT_JWT_PUBLIC_KEY")
     jwt_audience: str | None = _env("RAGKIT_JWT_AUDIENCE")
     jwt_issuer: str | None = _env("RAGKIT_JWT_ISSUER")
+    # Comma lists. Proxies (IPs or CIDRs) whose X-Forwarded-For is believed; origins
+    # (scheme://host[:port]) whose pages may call the API from a browser. Both empty by default.
+    trusted_proxies: str = _env("RAGKIT_TRUSTED_PROXIES", "")
+    cors_origins: str = _env("RAGKIT_CORS_ORIGINS", "")
 
     breaker_fail_max: int = _env("RAGKIT_BREAKER_FAIL_MAX", 5, ge=1)
     breaker_reset_s: float = _env("RAGKIT_BREAKER_RESET", 30.0, gt=0)
@@ -92,6 +105,11 @@ class Settings(BaseSettings):
     def ollama_url(self) -> str:
         """Where Ollama is asked: OLLAMA_HOST, else Ollama's own default address."""
         return self.ollama_host or "http://127.0.0.1:11434"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Where derived model files (the ONNX export) are kept: RAGKIT_MODEL_DIR, else <data_dir>/models."""
+        return self.model_dir or self.data_dir / "models"
 
     @property
     def embedder_kind(self) -> str:

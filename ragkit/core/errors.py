@@ -24,6 +24,8 @@ ever see ragkit errors. Each class carries the HTTP status and the machine-reada
     ├── DependencyError                 503: a dependency is down; counts against its breaker
     │   ├── DependencyUnavailable           dependency_unavailable (transport, 5xx, busy)
     │   ├── DependencyTimeout           504 dependency_timeout
+    │   ├── InsufficientStorage         507 insufficient_storage (the disk under the data
+    │   │                                   directory is too full for the write; + Retry-After)
     │   └── BreakerOpen                     breaker_open (fails fast, + Retry-After)
     ├── ConfigurationError              refuses to start; never raised per request
     ├── NotebookFailed                  (workbench) a notebook cell raised; the executed copy shows where
@@ -156,6 +158,15 @@ class DependencyUnavailable(DependencyError):
 class DependencyTimeout(DependencyError):
     status = 504
     code = "dependency_timeout"
+
+
+class InsufficientStorage(DependencyError):
+    """Not enough free disk for a write. Refused before the write starts: the embedded store maps its
+    files into memory, and a mapped page the filesystem cannot allocate kills the process (SIGBUS)."""
+
+    status = 507
+    code = "insufficient_storage"
+    retry_after = 60.0  # a full disk does not empty itself; someone has to act first
 
 
 class BreakerOpen(DependencyError):

@@ -7,6 +7,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
+# The values of the `stage` label of ragkit_stage_duration_seconds, and what each one times.
+# deploy/prometheus/alerts.yml budgets search_total and answer_total; the rest say where the time
+# of a slow request went.
+STAGES = {
+    "embed": "embedding the query (a repeated query is answered from the query-vector cache)",
+    "retrieve": "the vector-store query: dense, sparse (BM25) or hybrid",
+    "generate": "writing the answer, whole or streamed to its end",
+    "first_token": "a streamed answer, from its start to its first token (retrieval included)",
+    "search_total": "a whole search, from the request check to its results (also the retrieval of an answer)",
+    "answer_total": "a whole answer: retrieval, then generation, streamed or not",
+    "ingest": "one ingestion request: loading, chunking, embedding and writing its documents",
+    "ingest_embed": "embedding one batch of chunks during ingestion",
+    "optimize": "building a collection's index after ingestion, off the request path",
+}
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -24,7 +39,7 @@ class Metrics:
         )
         self.stage_latency = Histogram(
             "ragkit_stage_duration_seconds",
-            "Latency of pipeline stages (embed, search, generate, ingest)",
+            "Latency of pipeline stages, by stage: " + ", ".join(STAGES),
             ["stage"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -54,6 +69,23 @@ class Metrics:
         self.ingested_chunks = Counter("ragkit_ingested_chunks", "Chunks written", ["collection"], registry=r)
         self.cache_lookups = Counter("ragkit_cache_lookups", "Cache lookups", ["kind", "result"], registry=r)
         self.degraded = Counter("ragkit_degraded_responses", "Responses served degraded", ["reason"], registry=r)
+        self.rate_limit_rejections = Counter(
+            "ragkit_rate_limit_rejections",
+            "Requests refused with 429 by a rate limit, by kind of caller (service, user)",
+            ["kind"],
+            registry=r,
+        )
+        # Unlabelled, so the series exists (at 0) from start-up and a rate() over it is defined.
+        self.dropped_citations = Counter(
+            "ragkit_dropped_citations",
+            "Citations [n] removed from generated answers because they point at no retrieved source",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "ragkit_ready",
+            "1 when /health/ready answers 200, else 0; evaluated on each scrape of /metrics",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

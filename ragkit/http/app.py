@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,8 +23,12 @@ from ragkit.core.config import Settings, get_settings
 from ragkit.core.errors import RagkitError
 from ragkit.http.auth import ServiceTokens
 from ragkit.http.body_limit import BodyLimit
+from ragkit.http.cors import StrictCORS, cors_options, parse_origins
 from ragkit.http.errors import install_error_handlers
 from ragkit.http.gate import Gate
+from ragkit.http.openapi import install_openapi
+from ragkit.http.ratelimit import RateLimitHeaders
+from ragkit.http.request_id import RequestId
 from ragkit.http.routes import collections, documents, feedback, health, rag
 from ragkit.rag.ingest import learn_dimension
 from ragkit.services import Services, build_services
@@ -58,21 +63,34 @@ async def _warm_up(services: Services) -> None:
         log.warning("could not reach the embedder at start: %s", exc.message)
 
 
+def _freeze_heap() -> None:
+    """Keep the garbage collector off what was loaded to serve (the model, torch, the libraries):
+    it lives as long as the process, and every full collection traversed all of it again, some
+    300 ms with every thread waiting, one caller's large answer enough to trigger one. Only for a
+    service that owns its process (`ragkit serve`); frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """The service app. Refuses to start (ConfigurationError) without valid service secrets."""
     settings = settings or get_settings()
     ServiceTokens(settings.service_secrets)  # fail at once, before loading any model
+    cors_origins = parse_origins(settings.cors_origins)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = services is None
         built = services or await asyncio.to_thread(build_services, settings)
         await _warm_up(built)
+        if owned:
+            _freeze_heap()
         app.state.services = built
-        app.state.gate = Gate(settings, built.cache)
+        app.state.gate = Gate(settings, built.cache, built.metrics)
         try:
             yield
         finally:
+            app.state.gate.close()  # the audit log's pending summary line, and its file
             await built.optimizer.wait()
             if owned:
                 await built.close()
@@ -85,6 +103,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app, settings)
     for module in (rag, collections, documents, feedback):
         app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
@@ -106,4 +125,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RateLimitHeaders)  # the caller's quota (left by the gate) on every answer
+    if cors_origins:  # outermost, so that errors (401, 413, 429) reach an allowed page readable
+        app.add_middleware(StrictCORS, **cors_options(cors_origins))
+    # Outermost of all: the request id is set before anything else runs, so every log line and
+    # every response (a CORS preflight, a 413, a 429) carries it.
+    app.add_middleware(RequestId, route_label=lambda scope: _route_label(Request(scope)))
     return app

@@ -145,14 +145,23 @@ def content_hash(doc: Document) -> str:
     Canonical means key order, whitespace and Mapping types don't matter, so a document
     loaded twice from the same file hashes the same and ingestion can skip it.
     """
-    canonical = json.dumps(
-        {"title": doc.title, "text": doc.text, "metadata": doc.metadata},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=_canonical,
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    # The text is serialised in pieces, each JSON-escaped on its own (escaping is per character),
+    # because one json.dumps of a 10 MB text holds the GIL for some 50 ms: every thread of the
+    # process, the service's event loop included, would wait for it.
+    digest = hashlib.sha256()
+    digest.update(('{"metadata":' + _canonical_json(doc.metadata) + ',"text":"').encode("utf-8"))
+    text = doc.text
+    for start in range(0, len(text), _HASH_PIECE_CHARS):
+        digest.update(json.dumps(text[start : start + _HASH_PIECE_CHARS], ensure_ascii=False)[1:-1].encode("utf-8"))
+    digest.update(('","title":' + _canonical_json(doc.title) + "}").encode("utf-8"))
+    return digest.hexdigest()
+
+
+_HASH_PIECE_CHARS = 1 << 18
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_canonical)
 
 
 def _canonical(value: Any) -> Any:

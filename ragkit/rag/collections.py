@@ -8,12 +8,12 @@ upload always reports per file.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ragkit.core.errors import InvalidInput, RagkitError
-from ragkit.core.names import validate_collection_name
+from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.types import CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
 from ragkit.rag.chunking import validate_chunking
 from ragkit.rag.ingest import Ingestor, IngestReport, learn_dimension
@@ -75,13 +75,20 @@ class Collections:
         return await self._store.stats(name)
 
     async def create(
-        self, name: str, *, chunk_size: int | None = None, chunk_overlap: int | None = None
+        self,
+        name: str,
+        *,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        indexed_fields: Mapping[str, str] | None = None,
     ) -> CollectionStats:
-        """An empty collection bound to the service's current embedder."""
+        """An empty collection bound to the service's current embedder, with a payload index for
+        each declared metadata field (the only time indexes are built)."""
         validate_collection_name(name)
         size = chunk_size if chunk_size is not None else self._default_chunk_size
         overlap = chunk_overlap if chunk_overlap is not None else min(self._default_chunk_overlap, size // 2)
         validate_chunking(size, overlap)
+        indexes = validate_indexed_fields(indexed_fields)
         await learn_dimension(self._embedder)
         spec = CollectionSpec(
             name=name,
@@ -90,6 +97,7 @@ class Collections:
             chunk_size=size,
             chunk_overlap=overlap,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            indexed_fields=indexes,
         )
         await self._store.create_collection(spec)
         return CollectionStats(spec=spec, documents=0, chunks=0)

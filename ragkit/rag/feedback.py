@@ -4,7 +4,8 @@ Why a plain file: feedback is a record for people (review, export to a spreadshe
 evaluation sets), never searched by the service, and it must survive re-creating collections.
 Appending one line per vote under an exclusive `flock` keeps concurrent writers (threads and
 several API replicas sharing the data directory) from interleaving lines, and nothing is ever
-rewritten, so a crash can at worst leave one torn last line, which reading skips.
+rewritten, so a crash can at worst leave one torn last line, which reading skips. A write the disk
+cannot hold (full, read-only) is cut back to the last whole line and refused with 507 or 503.
 
 A person who changes their vote appends a second entry with the same `answer_id`; the latest
 entry for an answer is the one that counts (`latest_per_answer`).
@@ -12,7 +13,9 @@ entry for an answer is the one that counts (`latest_per_answer`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -26,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ragkit.core.errors import InvalidInput
+from ragkit.core.errors import DependencyError, DependencyUnavailable, InsufficientStorage, InvalidInput
 from ragkit.core.names import validate_collection_name
 from ragkit.core.types import SEARCH_MODES
 
@@ -45,6 +48,7 @@ MAX_SOURCES = 100
 MAX_ID_CHARS = 200
 MAX_TITLE_CHARS = 500
 MAX_EXPORT = 100_000
+DEPENDENCY = "feedback_log"  # the name its disk errors carry
 
 CSV_COLUMNS = (
     "id", "created_at", "rating", "collection", "mode", "generator", "degraded", "question", "answer",
@@ -191,18 +195,29 @@ class FeedbackLog:
         self.path = self.directory / FILE_NAME
 
     def append(self, entry: FeedbackEntry) -> FeedbackEntry:
-        self.directory.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(entry.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError as exc:
+            raise _disk_error(exc) from exc
         # One write under an exclusive lock: other threads and processes appending to the same
         # file wait, so lines never interleave (O_APPEND alone is atomic only up to PIPE_BUF).
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                view = memoryview(line)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                end = os.lseek(fd, 0, os.SEEK_END)  # under the lock: no other writer moves it
+                try:
+                    view = memoryview(line)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                except OSError as exc:
+                    # A full disk may have taken the first part of the line: cut it off again, or
+                    # the next vote would be glued to it and both lines would be unreadable.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, end)
+                    raise _disk_error(exc) from exc
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
@@ -242,6 +257,23 @@ class FeedbackLog:
         if skipped:
             log.warning("skipped %d unreadable line(s) in %s", skipped, self.path)
         return list(kept)
+
+
+def _disk_error(exc: OSError) -> DependencyError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(
+            DEPENDENCY,
+            "the disk under the service's data directory is full: the vote was not recorded (earlier ones are "
+            "intact); free space on it, then send it again",
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return DependencyUnavailable(
+            DEPENDENCY,
+            "the service's data directory is not writable: the vote was not recorded; remount it read-write or "
+            "give the service's user write access, then send it again",
+            retry_after=60.0,
+        )
+    return DependencyUnavailable(DEPENDENCY, f"the feedback log cannot be written: {exc.strerror}")
 
 
 def latest_per_answer(entries: Iterable[FeedbackEntry]) -> list[FeedbackEntry]:

@@ -8,13 +8,18 @@ Guarantees (DESIGN.md §3, Ingestion):
   deleted, so it never has zero chunks and keeps no stale chunk;
 * a document cut off half way (a killed run) has fewer chunks than its `chunk_count` says, or
   still has stale chunks beside its new ones, so the next run writes it again.
+
+The CPU-bound steps (hashing, chunking, BM25) run in worker threads and points are written in
+slices of `batch_chunks`, so one large document never holds the event loop, nor the store, for
+long: the service keeps answering other requests while it is ingested.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -70,9 +75,40 @@ def unique_documents(documents: Iterable[Document]) -> list[Document]:
             raise InvalidInput(f"document id '{doc.id}' appears more than once in one request", doc_id=doc.id)
         if not doc.text.strip():
             raise InvalidInput(f"document '{doc.id}' has no text", doc_id=doc.id)
+        _check_metadata(doc)
         seen.add(doc.id)
         result.append(doc)
     return result
+
+
+def _check_metadata(doc: Document) -> None:
+    # Metadata is stored as JSON: NaN and Infinity (which Python's JSON reader accepts) have no
+    # JSON form, and the store would refuse them only half way through writing the batch.
+    try:
+        json.dumps(doc.metadata, allow_nan=False, default=_not_json)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"the metadata of document '{doc.id}' is not plain JSON: {exc}", doc_id=doc.id) from exc
+
+
+def _not_json(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"a {type(value).__name__} is not a JSON value")
+
+
+def _prepared(documents: Sequence[Document]) -> list[tuple[Document, str]]:
+    """The documents, checked, with their content hashes (a worker-thread step: it reads all text)."""
+    prepared = []
+    for doc in unique_documents(documents):
+        try:
+            prepared.append((doc, content_hash(doc)))
+        except UnicodeEncodeError as exc:  # a lone surrogate, which Python's JSON reader accepts
+            raise InvalidInput(
+                f"document {doc.id!r} is not valid Unicode (a lone surrogate); send UTF-8 text"
+            ) from exc
+    return prepared
 
 
 def plan_chunks(doc: Document, chunk_size: int, chunk_overlap: int, count_tokens: Callable[[str], int]) -> list[Chunk]:
@@ -109,15 +145,14 @@ class Ingestor:
     ) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport()
-        documents = unique_documents(documents)
+        prepared = await asyncio.to_thread(_prepared, documents)
         spec = await self._store.get_collection(collection, fresh=True)
         await learn_dimension(self._embedder)
         check_embedder(spec, self._embedder)
 
         pending: list[tuple[Document, str, list[Chunk]]] = []
         pending_chunks = 0
-        for doc in documents:
-            digest = content_hash(doc)
+        for doc, digest in prepared:
             state = await self._store.document_state(collection, doc.id)
             complete = state is not None and state.present >= state.chunk_count and state.total == state.present
             if complete and state.content_hash == digest:
@@ -126,7 +161,7 @@ class Ingestor:
                 if progress:
                     progress(1)
                 continue
-            chunks = self._chunks_of(doc, spec)
+            chunks = await asyncio.to_thread(self._chunks_of, doc, spec)
             pending.append((doc, digest, chunks))
             pending_chunks += len(chunks)
             if pending_chunks >= self._batch_chunks:
@@ -145,40 +180,20 @@ class Ingestor:
         report: IngestReport,
         progress: Callable[[int], None] | None,
     ) -> CollectionSpec:
-        texts = [embedding_text(c) for _, _, chunks in batch for c in chunks]
         if spec.bm25_avg_len <= 0:
             # BM25's length normalisation wants the collection's real mean length; the first
             # batch is the best estimate there is, and it is kept for the collection's life.
-            mean = Bm25Encoder(avg_len=1.0).mean_terms(texts)
+            texts = [embedding_text(c) for _, _, chunks in batch for c in chunks]
+            mean = await asyncio.to_thread(Bm25Encoder(avg_len=1.0).mean_terms, texts)
             spec = replace(spec, bm25_avg_len=max(mean, 1.0))
             await self._store.update_collection(spec)
         encoder = Bm25Encoder(avg_len=spec.bm25_avg_len)
 
-        embed_started = time.perf_counter()
-        dense = await self._embedder.embed(texts)
-        self._metrics.stage_latency.labels("ingest_embed").observe(time.perf_counter() - embed_started)
-        sparse = await asyncio.to_thread(encoder.embed_documents, texts)
-
+        # In document order, so each document's chunk 0 (which carries its version) is written first.
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        points: list[Point] = []
-        cursor = 0
-        for doc, digest, chunks in batch:
-            for chunk in chunks:
-                payload = {
-                    "doc_id": doc.id,
-                    "chunk_index": chunk.chunk_index,
-                    "chunk_count": len(chunks),
-                    "content_hash": digest,
-                    "text": chunk.text,
-                    "title": doc.title,
-                    "metadata": dict(doc.metadata),
-                    "ingested_at": now,
-                }
-                points.append(
-                    Point(point_id(spec.name, doc.id, chunk.chunk_index), dense[cursor], sparse[cursor], payload)
-                )
-                cursor += 1
-        await self._store.upsert(spec.name, points)
+        entries = [(doc, digest, len(chunks), chunk) for doc, digest, chunks in batch for chunk in chunks]
+        for start in range(0, len(entries), self._batch_chunks):
+            await self._write_slice(spec, entries[start : start + self._batch_chunks], encoder, now)
         for doc, digest, chunks in batch:
             await self._store.delete_stale(spec.name, doc.id, digest, len(chunks))
             report.ingested += 1
@@ -189,3 +204,35 @@ class Ingestor:
         if progress:
             progress(len(batch))
         return spec
+
+    async def _write_slice(
+        self,
+        spec: CollectionSpec,
+        entries: list[tuple[Document, str, int, Chunk]],
+        encoder: Bm25Encoder,
+        now: str,
+    ) -> None:
+        texts = [embedding_text(chunk) for _, _, _, chunk in entries]
+        embed_started = time.perf_counter()
+        dense = await self._embedder.embed(texts)
+        self._metrics.stage_latency.labels("ingest_embed").observe(time.perf_counter() - embed_started)
+        sparse = await asyncio.to_thread(encoder.embed_documents, texts)
+        points = [
+            Point(
+                point_id(spec.name, doc.id, chunk.chunk_index),
+                vector,
+                sparse_vector,
+                {
+                    "doc_id": doc.id,
+                    "chunk_index": chunk.chunk_index,
+                    "chunk_count": count,
+                    "content_hash": digest,
+                    "text": chunk.text,
+                    "title": doc.title,
+                    "metadata": dict(doc.metadata),
+                    "ingested_at": now,
+                },
+            )
+            for (doc, digest, count, chunk), vector, sparse_vector in zip(entries, dense, sparse, strict=True)
+        ]
+        await self._store.upsert(spec.name, points)

@@ -8,6 +8,9 @@ Every fallback is reported, never silent: the result says `degraded` and lists `
 * vector store unavailable → the cached result of the same request if there is one, else the
   error (503 + Retry-After).
 
+Every answer, from any generator, whole or streamed, leaves here with its citations checked: a
+`[n]` past the retrieved sources is dropped and counted (`ragkit.rag.citations`).
+
 The store, the embedder and the generators arrive already behind their breakers
 (`ragkit.services`), so this module decides what to do on failure, never how to guard a call.
 """
@@ -40,6 +43,7 @@ from ragkit.core.types import (
     hit_from_dict,
     hit_to_dict,
 )
+from ragkit.rag.citations import CitationFilter, drop_unknown_citations
 from ragkit.rag.ingest import check_embedder
 from ragkit.rag.sparse import Bm25Encoder
 
@@ -189,10 +193,11 @@ class Pipeline:
         except DependencyError as exc:
             return await self._from_cache(key, query, collection, trace, exc, started)
         trace.timings_ms["search"] = _ms(t)
-        self.metrics.stage_latency.labels("search").observe(trace.timings_ms["search"] / 1000)
+        self.metrics.stage_latency.labels("retrieve").observe(trace.timings_ms["search"] / 1000)
         if not trace.degraded and self._cache_ttl_s > 0:
             await self.cache.set(key, json.dumps([hit_to_dict(h) for h in hits]).encode(), self._cache_ttl_s)
         trace.timings_ms["total"] = _ms(started)
+        self.metrics.stage_latency.labels("search_total").observe(trace.timings_ms["total"] / 1000)
         return self._search_result(query, collection, hits, trace)
 
     @staticmethod
@@ -217,6 +222,7 @@ class Pipeline:
         hits = [hit_from_dict(h) for h in json.loads(cached)]
         self._degrade(trace, "store_unavailable", f"vector store unavailable ({exc.message}); served a cached result")
         trace.timings_ms["total"] = _ms(started)
+        self.metrics.stage_latency.labels("search_total").observe(trace.timings_ms["total"] / 1000)
         return self._search_result(query, collection, hits, trace)
 
     def _degrade(self, trace: _Trace, reason: str, message: str) -> None:
@@ -244,6 +250,8 @@ class Pipeline:
             self._degrade_generation(trace, exc)
             generator = self.fallback_generator
             text = await generator.generate(found.query, found.hits)
+        text, dropped = drop_unknown_citations(text, len(found.hits))
+        self._count_dropped_citations(dropped, generator.name)
         self._finish_generation(trace, t)
         return self._answer_result(text, found, generator.name, trace)
 
@@ -274,10 +282,16 @@ class Pipeline:
             f"generation unavailable ({exc.message}); answered extractively from the retrieved passages",
         )
 
+    def _count_dropped_citations(self, dropped: int, generator: str) -> None:
+        if dropped:
+            self.metrics.dropped_citations.inc(dropped)
+            log.info(json.dumps({"event": "dropped_citations", "count": dropped, "generator": generator}))
+
     def _finish_generation(self, trace: _Trace, started: float) -> None:
         trace.timings_ms["generation"] = _ms(started)
         trace.timings_ms["total"] = round(trace.timings_ms["retrieval"] + trace.timings_ms["generation"], 3)
         self.metrics.stage_latency.labels("generate").observe(trace.timings_ms["generation"] / 1000)
+        self.metrics.stage_latency.labels("answer_total").observe(trace.timings_ms["total"] / 1000)
 
     async def answer_stream(
         self,
@@ -289,6 +303,7 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
+        started = time.perf_counter()  # the first_token stage: what a reader waits before any text
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         trace = self._trace_of(found)
         yield (
@@ -301,16 +316,27 @@ class Pipeline:
             },
         )
         t = time.perf_counter()
-        pieces: list[str] = []
+        pieces: list[str] = []  # as the generator produced them
+        shown: list[str] = []  # as the reader got them: citations checked
+        # A marker may arrive split ("[1" then "2]"): the filter holds such a tail back until it
+        # knows, so the reader never sees a citation it would then have to take back.
+        citations = CitationFilter(len(found.hits))
         generator = self.generator if found.hits else self.fallback_generator
         try:
             async for piece in generator.stream(found.query, found.hits):
+                if not pieces:
+                    self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)
-                yield "token", {"text": piece}
+                if text := citations.feed(piece):
+                    shown.append(text)
+                    yield "token", {"text": text}
         except (DependencyError, UpstreamRejected) as exc:
             if pieces:
                 # Half an answer is already on the user's screen: say it broke off, do not
                 # append a second, different answer to it.
+                if rest := citations.flush():
+                    yield "token", {"text": rest}
+                self._count_dropped_citations(citations.dropped, generator.name)
                 self._degrade(trace, "generation_interrupted", f"generation broke off ({exc.message})")
                 yield "error", {"error": exc.to_dict(), "reasons": trace.reasons}
                 return
@@ -318,10 +344,18 @@ class Pipeline:
             yield "degraded", {"reasons": trace.reasons}
             generator = self.fallback_generator
             async for piece in generator.stream(found.query, found.hits):
+                if not pieces:
+                    self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)
-                yield "token", {"text": piece}
+                if text := citations.feed(piece):
+                    shown.append(text)
+                    yield "token", {"text": text}
+        if rest := citations.flush():
+            shown.append(rest)
+            yield "token", {"text": rest}
+        self._count_dropped_citations(citations.dropped, generator.name)
         self._finish_generation(trace, t)
-        result = self._answer_result("".join(pieces), found, generator.name, trace)
+        result = self._answer_result("".join(shown), found, generator.name, trace)
         yield (
             "done",
             {

@@ -14,7 +14,19 @@ NDJSON streaming, timeouts and connection errors are all real.
 Modes: ``ok``, ``slow`` (sleep ``slow_seconds`` then answer normally), ``error`` (500), ``busy``
 (503), ``reset`` (read the request, then drop the connection with a TCP RST and no response),
 ``unknown_model`` (404 like Ollama's "model not found"), ``stream_error`` (chat streams one chunk,
-then an in-band ``{"error": ...}`` line, as Ollama does when a runner dies mid-answer).
+then an in-band ``{"error": ...}`` line, as Ollama does when a runner dies mid-answer),
+``stream_reset`` (chat starts its answer, then the connection is reset with a TCP RST: a crashed
+host or a proxy cutting it), ``stream_stall`` (chat starts its answer, then sends nothing more
+for ``slow_seconds``: a wedged runner), ``hold`` (wait until the test sets another mode, then
+answer in that one: requests certainly in flight together, failing however the test decides).
+Each request's headers are kept (``request_headers``).
+
+Replies: by default chat answers from the first context passage, citing ``[1]``; ``chat_reply``
+fixes the text, ``chat_pieces`` the exact streamed deltas (their join is the whole reply), and
+``echo_instructions=True`` answers with the instructions the prompt gives, i.e. the messages with
+their well-formed data passages taken out (``instructions_echo``): a model that obeys whatever
+the prompt does not mark as data, so prompt-injection tests can see what leaks. ``POST /api/show``
+answers for known models (404 otherwise), as readiness probes use it.
 """
 
 from __future__ import annotations
@@ -34,7 +46,20 @@ from collections.abc import Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("ok", "slow", "error", "busy", "reset", "unknown_model", "stream_error")
+MODES = (
+    "ok",
+    "slow",
+    "error",
+    "busy",
+    "reset",
+    "unknown_model",
+    "stream_error",
+    "stream_reset",
+    "stream_stall",
+    "hold",
+)
+# Faults that strike once an answer has begun: the status line and the first piece are sent.
+_MID_ANSWER = ("stream_reset", "stream_stall")
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -119,11 +144,16 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         path = self.path.split("?", 1)[0]
         mode, seconds = fake._received(self.command, path, body)
+        fake._record_headers(path, {name.lower(): value for name, value in self.headers.items()})
         model = str((body or {}).get("model", ""))
 
         if mode == "slow":
             fake._wait(seconds)
             mode = "ok"
+        if mode == "hold":
+            fake._wait(seconds)
+            mode = fake._mode_for(path)
+            mode = "ok" if mode == "hold" else mode  # still held at the time limit: answer
         if mode == "reset":
             self._reset()
             return
@@ -144,16 +174,40 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(200, {"version": fake.version})
         elif route == ("GET", "/api/tags"):
             self._send_json(200, {"models": [_model_entry(name) for name in fake.models]})
+        elif route == ("POST", "/api/show"):
+            self._show(model)
         elif route == ("POST", "/api/embed"):
             self._embed(body or {}, model)
         elif route == ("POST", "/api/chat"):
-            self._chat(body or {}, model, stream_error=mode == "stream_error")
+            self._chat(
+                body or {},
+                model,
+                stream_error=mode == "stream_error",
+                mid_answer=mode if mode in _MID_ANSWER else None,
+                seconds=seconds,
+            )
         else:
             self._send_json(404, {"error": f"404 page not found: {self.command} {path}"})
 
     def _model_known(self, model: str) -> bool:
         known = self.server.fake.models
         return not known or model in known or f"{model}:latest" in known
+
+    def _show(self, model: str) -> None:
+        if not self._model_known(model):
+            self._send_json(404, {"error": f"model '{model}' not found"})
+            return
+        self._send_json(
+            200,
+            {
+                "modelfile": f"FROM {model}",
+                "template": "{{ .Prompt }}",
+                "details": _model_entry(model)["details"],
+                "model_info": {"general.architecture": "fake"},
+                "capabilities": ["completion"],
+                "modified_at": "2025-01-01T00:00:00Z",
+            },
+        )
 
     def _embed(self, body: dict[str, Any], model: str) -> None:
         if not self._model_known(model):
@@ -174,14 +228,39 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
-    def _chat(self, body: dict[str, Any], model: str, *, stream_error: bool) -> None:
+    def _chat(
+        self,
+        body: dict[str, Any],
+        model: str,
+        *,
+        stream_error: bool,
+        mid_answer: str | None = None,
+        seconds: float = 0.0,
+    ) -> None:
         if not self._model_known(model):
             self._send_json(404, {"error": f'model "{model}" not found, try pulling it first'})
             return
         fake = self.server.fake
-        reply = fake.chat_reply or _default_reply(body.get("messages") or [])
+        messages = body.get("messages") or []
+        if fake.chat_pieces is not None:
+            reply = "".join(fake.chat_pieces)
+        elif fake.echo_instructions:
+            reply = instructions_echo(messages)
+        else:
+            reply = fake.chat_reply or _default_reply(messages)
         stream = body.get("stream", True)  # Ollama streams unless told otherwise
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if not stream and mid_answer is not None:
+            # Headers and half the body, then the fault: the client has begun reading an answer.
+            data = json.dumps({"model": model, "message": {"role": "assistant", "content": reply}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self._break_off(mid_answer, seconds)
+            return
         if not stream:
             self._send_json(
                 200,
@@ -201,7 +280,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        pieces = list(_split_reply(reply))
+        pieces = list(fake.chat_pieces) if fake.chat_pieces is not None else list(_split_reply(reply))
         for index, piece in enumerate(pieces):
             line = {
                 "model": model,
@@ -214,6 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
                 error = {"error": "an error was encountered while running the model: unexpected EOF"}
                 self._write_chunk(json.dumps(error).encode() + b"\n")
                 self._write_chunk(b"")
+                return
+            if mid_answer is not None and index == 0:
+                self._break_off(mid_answer, seconds)
                 return
             if fake.stream_delay:
                 time.sleep(fake.stream_delay)
@@ -243,6 +325,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
+    def _break_off(self, fault: str, seconds: float) -> None:
+        if fault == "stream_stall":
+            # Silent, connection open, until the time is up or the test heals or stops the server.
+            self.server.fake._wait(seconds)
+            self.close_connection = True
+            return
+        self._reset()
+
     def _reset(self) -> None:
         # SO_LINGER 0 makes close() send RST instead of FIN: the client sees "connection reset"
         # (or "server disconnected") with no response at all, like a crashed or killed server.
@@ -262,9 +352,27 @@ def _model_entry(name: str) -> dict[str, Any]:
     }
 
 
+# A data passage as ragkit's prompt delimits it: its content can hold no markup (ragkit quotes
+# "<" and ">" inside passages), so a document cannot end its passage early or open another one.
+_PASSAGE = re.compile(r'<passage id="(\d+)"(?: title="[^"<>]*")?>([^<]*)</passage>')
+
+
+def instructions_echo(messages: Sequence[Any]) -> str:
+    """What a model that obeys everything but its data would act on: every message, with each
+    well-formed data passage taken out. A passage inlined without delimiters, or one whose text
+    breaks out of them, stays in, and so does any instruction it carries."""
+    parts = [str(m.get("content", "")) for m in messages if isinstance(m, dict)]
+    instructions = _PASSAGE.sub("[passage withheld]", "\n".join(parts))
+    return "I was told: " + " ".join(instructions.split())
+
+
 def _default_reply(messages: Sequence[Any]) -> str:
     """An answer that cites [1], built from the first context passage if the prompt has one."""
     user = next((m.get("content", "") for m in reversed(messages) if isinstance(m, dict)), "")
+    passage = next((m for m in _PASSAGE.finditer(str(user)) if m.group(1) == "1"), None)
+    if passage is not None:
+        snippet = " ".join(passage.group(2).split()[:20]).rstrip(".,;:")
+        return f"According to the context, {snippet} [1]."
     match = re.search(r"^\[1\][^\n]*?:\s*(.+)$", str(user), flags=re.MULTILINE) or re.search(
         r"^\[1\]\s*(.+)$", str(user), flags=re.MULTILINE
     )
@@ -290,6 +398,8 @@ class FakeOllama:
         models: Iterable[str] = (),
         slow_seconds: float = 2.0,
         chat_reply: str | None = None,
+        chat_pieces: Sequence[str] | None = None,
+        echo_instructions: bool = False,
         stream_delay: float = 0.0,
         version: str = "0.6.0-fake",
     ) -> None:
@@ -297,6 +407,8 @@ class FakeOllama:
         self.models: tuple[str, ...] = tuple(models)  # empty: every model name is accepted
         self.slow_seconds = slow_seconds
         self.chat_reply = chat_reply
+        self.chat_pieces: tuple[str, ...] | None = tuple(chat_pieces) if chat_pieces is not None else None
+        self.echo_instructions = echo_instructions
         self.stream_delay = stream_delay
         self.version = version
         self.port = 0
@@ -305,6 +417,7 @@ class FakeOllama:
         self._route_seconds: dict[str, float] = {}
         self._counts: Counter[str] = Counter()
         self._bodies: dict[str, list[dict[str, Any]]] = {}
+        self._headers: dict[str, list[dict[str, str]]] = {}
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._release = threading.Event()
@@ -409,10 +522,16 @@ class FakeOllama:
         with self._lock:
             return list(self._bodies.get(path, []))
 
+    def request_headers(self, path: str) -> list[dict[str, str]]:
+        """The headers (names in lower case) of each request received on a route, oldest first."""
+        with self._lock:
+            return [dict(h) for h in self._headers.get(path, [])]
+
     def reset_counters(self) -> None:
         with self._lock:
             self._counts.clear()
             self._bodies.clear()
+            self._headers.clear()
 
     # --- called from handler threads ---------------------------------------------------------
 
@@ -424,6 +543,14 @@ class FakeOllama:
             mode = self._route_modes.get(path, self._mode)
             seconds = self._route_seconds.get(path, self.slow_seconds)
         return mode, seconds
+
+    def _mode_for(self, path: str) -> str:
+        with self._lock:
+            return self._route_modes.get(path, self._mode)
+
+    def _record_headers(self, path: str, headers: dict[str, str]) -> None:
+        with self._lock:
+            self._headers.setdefault(path, []).append(headers)
 
     def _wait(self, seconds: float) -> None:
         self._release.wait(seconds)

@@ -8,6 +8,8 @@ import time
 
 import uvicorn
 
+from ragkit.http.gate import SERVER_OPTIONS
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -19,7 +21,18 @@ class LiveServer:
     def __init__(self, app, port: int | None = None) -> None:  # noqa: ANN001 - any ASGI app
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        # As `ragkit serve` runs it (the app, not uvicorn, reads X-Forwarded-For).
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            # Longer than any pause inside a test: uvicorn's 5 s default closes an idle keep-alive
+            # connection just as a test's client reuses it on a loaded machine ("Server disconnected").
+            timeout_keep_alive=120,
+            **SERVER_OPTIONS,
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -91,24 +91,31 @@ class QueryBatcher:
     Under concurrent searches each query would otherwise wait for every query ahead of it, one
     model call each; one call for eight short queries costs about two or three single ones. There is
     no waiting window: a query that finds the model idle is encoded at once, alone, so a quiet
-    service pays nothing for this. One worker thread serves every event loop and sync caller.
+    service pays nothing for this. ``workers`` threads serve every event loop and sync caller: one
+    for torch (which spreads a call over its own threads), one per core for ONNX Runtime (one
+    single-threaded call per core, see ``OnnxEmbedder``).
     """
 
-    def __init__(self, encode: Callable[[list[str]], list[list[float]]], max_texts: int) -> None:
+    def __init__(self, encode: Callable[[list[str]], list[list[float]]], max_texts: int, workers: int = 1) -> None:
+        if workers < 1:
+            raise ConfigurationError(f"workers must be at least 1, got {workers}")
         self._encode = encode
         self.max_texts = max_texts
+        self.workers = workers
         self._queue: queue.SimpleQueue[tuple[list[str], Future]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
     def submit(self, texts: list[str]) -> Future:
         future: Future = Future()
         self._queue.put((texts, future))
-        if self._thread is None:
+        if not self._threads:
             with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._serve, name="ragkit-query-batcher", daemon=True)
-                    self._thread.start()
+                if not self._threads:
+                    for index in range(self.workers):
+                        thread = threading.Thread(target=self._serve, name=f"ragkit-query-batcher-{index}", daemon=True)
+                        thread.start()
+                        self._threads.append(thread)
         return future
 
     def _serve(self) -> None:

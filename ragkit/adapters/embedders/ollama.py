@@ -71,6 +71,11 @@ class OllamaEmbedder:
         assert self._dimension is not None
         return self._dimension
 
+    async def probe(self) -> None:
+        """Embed one short text: the cheapest request that shows the host answers with this model
+        (and learns the dimension, if it is not known yet). Health checks bound it with a short timeout."""
+        await self._embed_batch([_PROBE_TEXT])
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         texts = checked_texts(texts)
         vectors: list[list[float]] = []

@@ -50,6 +50,12 @@ class OllamaGenerator:
     def _messages(self, question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
         return build_messages(question, hits, max_context_chars=self.max_context_chars)
 
+    async def probe(self) -> None:
+        """``POST /api/show`` for the model: shows that the host answers and has the model (a 404
+        says which one to pull), without generating a token. Health checks bound it with a short timeout."""
+        with self._translating():
+            await self._client.get().show(self.model)
+
     async def generate(self, question: str, hits: Sequence[Hit]) -> str:
         check_request(question, hits)
         if not hits:

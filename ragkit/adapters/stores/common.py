@@ -26,22 +26,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ragkit.adapters.stores.filters import (
-    IndexKind,
     Where,
     doc_where,
     heads_where,
-    index_needs,
     stale_where,
     translate_filters,
+    unindexed_fields,
     version_where,
 )
 from ragkit.core.errors import DocumentNotFound, InvalidInput
-from ragkit.core.names import validate_collection_name
+from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.types import (
+    MAX_UNINDEXED_CHECKS,
     CollectionSpec,
     CollectionStats,
     DocumentState,
     Hit,
+    IndexKind,
     Point,
     SearchMode,
     SparseVector,
@@ -50,8 +51,9 @@ from ragkit.core.types import (
 DEPENDENCY = "qdrant"  # the name every DependencyError from a store carries, Edge included
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
-KEYWORD_FIELDS = ("doc_id", "content_hash")  # indexed at creation: every document operation filters on them
-INTEGER_FIELDS = ("chunk_index",)  # indexed at creation: document heads and stale chunks filter on it
+# Indexed in every collection: document operations filter on doc_id and content_hash, document
+# heads and stale chunks on chunk_index.
+BUILT_IN_INDEXES: dict[str, IndexKind] = {"doc_id": "keyword", "content_hash": "keyword", "chunk_index": "integer"}
 REQUIRED_PAYLOAD = ("doc_id", "chunk_index", "chunk_count", "content_hash")
 RRF_K = 60  # the constant of the RRF paper; set explicitly because Qdrant's implicit default (2) differs
 MAX_PAGE = 1000
@@ -76,7 +78,14 @@ def validate_spec(spec: CollectionSpec) -> CollectionSpec:
         problems.append(f"bm25_avg_len must not be negative, got {spec.bm25_avg_len!r}")
     if problems:
         raise InvalidInput(f"invalid collection '{spec.name}': " + "; ".join(problems), collection=spec.name)
-    return spec
+    return dataclasses.replace(spec, indexed_fields=validate_indexed_fields(spec.indexed_fields))
+
+
+def payload_indexes(spec: CollectionSpec) -> dict[str, IndexKind]:
+    """Every payload index of a collection, by payload path. Built when the collection is created and
+    only then: building one stalls the store, so no read may trigger it."""
+    declared = {f"metadata.{key}": kind for key, kind in spec.indexed_fields.items()}
+    return BUILT_IN_INDEXES | declared
 
 
 def stamp_created(spec: CollectionSpec) -> CollectionSpec:
@@ -87,11 +96,17 @@ def stamp_created(spec: CollectionSpec) -> CollectionSpec:
 
 def check_update(stored: CollectionSpec, new: CollectionSpec) -> CollectionSpec:
     """The new spec to store, refusing changes the existing vectors could not follow."""
-    validate_spec(new)
+    new = validate_spec(new)
     if new.dimension != stored.dimension:
         raise InvalidInput(
             f"collection '{new.name}' holds {stored.dimension}-dimensional vectors; its dimension cannot "
             f"change to {new.dimension} (create a new collection instead)",
+            collection=new.name,
+        )
+    if dict(new.indexed_fields) != dict(stored.indexed_fields):
+        raise InvalidInput(
+            f"collection '{new.name}' was created with the indexed fields {dict(stored.indexed_fields)}; they "
+            "cannot change (create a new collection that declares the others)",
             collection=new.name,
         )
     return dataclasses.replace(new, created_at=new.created_at or stored.created_at)
@@ -243,10 +258,12 @@ class StoreBase(ABC):
         """Held around read-then-write sequences, so their count matches what they delete."""
 
     @abstractmethod
-    def _ensure_indexes(self, name: str, needs: Mapping[str, IndexKind]) -> None: ...
-
-    @abstractmethod
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]: ...
+
+    def _indexed_paths(self, name: str) -> set[str]:
+        """Payload paths with an index: the built-in and declared ones; a store adds those it finds
+        (a collection made before indexes were declared has the ones its searches created)."""
+        return set(payload_indexes(self.get_collection(name)))
 
     # -- shared
 
@@ -320,10 +337,29 @@ class StoreBase(ABC):
     ) -> list[Hit]:
         validate_collection_name(name)
         plan = plan_search(mode, dense, sparse, top_k, filters)
-        needs = index_needs(plan.where)
-        if needs:
-            self._ensure_indexes(name, needs)
+        self._check_scan(name, plan)
         if plan.nothing_to_match:
             self._count(name, None)  # still answers CollectionNotFound for an unknown collection
             return []
         return self._query(name, plan)
+
+    def _check_scan(self, name: str, plan: SearchPlan) -> None:
+        """Refuse a filter whose unindexed fields would be checked on too many points (see
+        MAX_UNINDEXED_CHECKS): a read must not stall the store however large the collection."""
+        if plan.where is None:
+            return
+        fields = unindexed_fields(plan.where, self._indexed_paths(name))
+        if not fields:
+            return
+        branches = 2 if plan.mode == "hybrid" and plan.sparse is not None else 1  # each applies the filter
+        points = self._count(name, None)
+        checks = points * len(fields) * branches
+        if checks > MAX_UNINDEXED_CHECKS:
+            raise InvalidInput(
+                f"collection '{name}' has {points} chunks and no payload index for {', '.join(fields)}: this "
+                f"{plan.mode} search would check {checks} values one by one, over the limit of "
+                f"{MAX_UNINDEXED_CHECKS}. Filter on fewer of these fields, or create the collection with "
+                "them in indexed_fields",
+                collection=name,
+                fields=fields,
+            )

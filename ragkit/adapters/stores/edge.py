@@ -27,31 +27,30 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
+from ragkit.adapters.stores import edge_disk as disk
 from ragkit.adapters.stores.common import (
     DENSE_VECTOR,
     DEPENDENCY,
-    INTEGER_FIELDS,
-    KEYWORD_FIELDS,
-    RRF_K,
     SPARSE_VECTOR,
     SearchPlan,
     StoreBase,
     check_update,
     hit_from,
     normalise_point,
+    payload_indexes,
     stamp_created,
     validate_spec,
 )
 from ragkit.adapters.stores.edge_disk import SHARD_DIR, SPEC_FILE, FolderLock, read_spec, write_spec
-from ragkit.adapters.stores.edge_query import SCHEMAS, compile_filter, nearest
-from ragkit.adapters.stores.filters import IndexKind, Where
+from ragkit.adapters.stores.edge_query import SCHEMAS, compile_filter, query_request
+from ragkit.adapters.stores.filters import Where
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -78,6 +77,9 @@ _INVALID_PREFIXES = (
     "Wrong usage",
     "failed to parse",
 )
+_PAYLOAD_PAGE = 100  # payloads fetched per call after a query
+
+
 class _Collection:
     """An open shard with what is kept beside it."""
 
@@ -87,6 +89,7 @@ class _Collection:
         self.spec = spec
         # Writes, index creation and optimize take this; reads do not.
         self.write_lock = threading.RLock()
+        # Indexes change only when the collection is created: read once, when it is opened.
         self.indexed: set[str] = set(shard.info().payload_schema)
         self.closed = False
 
@@ -109,13 +112,14 @@ class EdgeStore(StoreBase):
         full_scan_threshold_kb: int = 10_000,
         indexing_threshold_kb: int | None = None,
         max_search_threads: int | None = None,
+        min_free_bytes: int = disk.DEFAULT_MIN_FREE_BYTES,
     ) -> None:
         self.data_dir = Path(data_dir)
         self._root = self.data_dir / "collections"
         try:
             self._root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigurationError(f"cannot create the embedded store folder {self._root}: {exc}") from exc
+            raise ConfigurationError(disk.start_problem(self._root, exc)) from exc
         self._hnsw = qe.HnswIndexConfig(
             m=hnsw_m,
             ef_construct=ef_construct,
@@ -131,6 +135,7 @@ class EdgeStore(StoreBase):
         self._open: dict[str, _Collection] = {}
         self._registry = threading.Lock()  # guards _open and the collection folders
         self._closed = False
+        self._space = disk.DiskSpace(self._root, min_free_bytes)  # claimed before Edge allocates
         self._folder_lock = FolderLock(self.data_dir)  # last: nothing after it can fail and leak it
 
     # ------------------------------------------------------------------ plumbing
@@ -144,6 +149,9 @@ class EdgeStore(StoreBase):
             return DependencyUnavailable(DEPENDENCY, "the embedded Qdrant Edge store is closed")
         if handle is not None and handle.closed and name:
             return CollectionNotFound(name)  # deleted while this call was using it
+        storage = disk.storage_error(exc)  # a full, read-only or held disk: not the request's fault
+        if storage is not None:
+            return storage
         message = str(exc)
         if isinstance(exc, ValueError | TypeError) or message.startswith(_INVALID_PREFIXES):
             return InvalidInput(f"Qdrant Edge rejected the request: {message}")
@@ -182,7 +190,7 @@ class EdgeStore(StoreBase):
             directory = self._root / name
             if not (directory / SPEC_FILE).is_file():
                 raise CollectionNotFound(name)
-            with self._backend(name):
+            with self._backend(name), self._space.claim(disk.open_bytes(directory / SHARD_DIR), f"opening '{name}'"):
                 spec = read_spec(directory / SPEC_FILE)
                 handle = _Collection(directory, qe.EdgeShard.load(str(directory / SHARD_DIR)), spec)
             self._open[name] = handle
@@ -197,19 +205,14 @@ class EdgeStore(StoreBase):
             directory = self._root / spec.name
             if (directory / SPEC_FILE).is_file():
                 raise CollectionExists(spec.name)
-            with self._backend(spec.name):
+            needed = disk.shard_bytes(len(payload_indexes(spec)))
+            with self._backend(spec.name), self._space.claim(needed, f"creating '{spec.name}'"):
                 if directory.exists():  # the remains of an interrupted create or delete
                     shutil.rmtree(directory)
                 shard = qe.EdgeShard.create(str(directory / SHARD_DIR), self._config(spec.dimension))
                 try:
-                    for field in KEYWORD_FIELDS:
-                        shard.update(
-                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
-                        )
-                    for field in INTEGER_FIELDS:
-                        shard.update(
-                            qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
-                        )
+                    for path, kind in payload_indexes(spec).items():
+                        shard.update(qe.UpdateOperation.create_field_index(path, SCHEMAS[kind]))
                     write_spec(directory / SPEC_FILE, spec)
                 except BaseException:
                     shard.close()
@@ -274,16 +277,18 @@ class EdgeStore(StoreBase):
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         handle = self._handle(name)
         converted = []
-        for point in points:
-            pid, dense, sparse, payload = normalise_point(point, handle.spec.dimension)
-            vectors = {
-                DENSE_VECTOR: dense,
-                SPARSE_VECTOR: qe.SparseVector(list(sparse.indices), list(sparse.values)),
-            }
-            converted.append(qe.Point(pid, vectors, payload))
+        with self._backend(name, handle):  # the binding converts payloads here and may refuse one
+            for point in points:
+                pid, dense, sparse, payload = normalise_point(point, handle.spec.dimension)
+                vectors = {
+                    DENSE_VECTOR: dense,
+                    SPARSE_VECTOR: qe.SparseVector(list(sparse.indices), list(sparse.values)),
+                }
+                converted.append(qe.Point(pid, vectors, payload))
         if not converted:
             return
-        with handle.write_lock, self._backend(name, handle):
+        needed = disk.upsert_bytes(points)
+        with handle.write_lock, self._space.claim(needed, f"writing {len(points)} chunks"), self._backend(name, handle):
             handle.shard.update(qe.UpdateOperation.upsert_points(converted))
 
     def _count(self, name: str, where: Where | None) -> int:
@@ -314,57 +319,36 @@ class EdgeStore(StoreBase):
 
     def _delete(self, name: str, where: Where) -> None:
         handle = self._handle(name)
-        with handle.write_lock, self._backend(name, handle):
+        with handle.write_lock, self._space.claim(0, "deleting chunks"), self._backend(name, handle):
             handle.shard.update(qe.UpdateOperation.delete_points_by_filter(compile_filter(where)))
 
     def _write_guard(self, name: str) -> threading.RLock:
         return self._handle(name).write_lock
 
-    def _ensure_indexes(self, name: str, needs: Mapping[str, IndexKind]) -> None:
-        handle = self._handle(name)
-        missing = {path: kind for path, kind in needs.items() if path not in handle.indexed}
-        if not missing:
-            return
-        with handle.write_lock, self._backend(name, handle):
-            for path, kind in missing.items():
-                if path not in handle.indexed:
-                    handle.shard.update(qe.UpdateOperation.create_field_index(path, SCHEMAS[kind]))
-                    handle.indexed.add(path)
+    def _indexed_paths(self, name: str) -> set[str]:
+        return super()._indexed_paths(name) | self._handle(name).indexed
 
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]:
         handle = self._handle(name)
-        flt = compile_filter(plan.where)
-        if plan.mode == "hybrid":
-            branches = ["dense", "sparse"] if plan.sparse is not None else ["dense"]
-            request = qe.QueryRequest(
-                limit=plan.limit,
-                prefetches=[
-                    qe.Prefetch(limit=plan.prefetch_limit, query=nearest(plan, b), filter=flt)
-                    for b in branches
-                ],
-                query=qe.Fusion.Rrf(k=RRF_K),
-                filter=flt,
-                with_payload=True,
-                with_vector=False,
-            )
-        else:
-            request = qe.QueryRequest(
-                limit=plan.limit,
-                query=nearest(plan, plan.mode),
-                filter=flt,
-                with_payload=True,
-                with_vector=False,
-            )
-        with self._backend(name, handle):
-            points = handle.shard.query(request)
-        return [hit_from(p.id, p.score, p.payload) for p in points]
+        with self._backend(name, handle):  # building the request converts values too: its errors are ours
+            points = handle.shard.query(query_request(plan))
+            # The payloads come in pages, each call short: every call into Edge holds the GIL, and
+            # a thousand payloads fetched by the query itself held it for tens of milliseconds.
+            payloads: dict[str, Any] = {}
+            for start in range(0, len(points), _PAYLOAD_PAGE):
+                page = [p.id for p in points[start : start + _PAYLOAD_PAGE]]
+                for record in handle.shard.retrieve(page, with_payload=True, with_vector=False):
+                    payloads[str(record.id)] = record.payload
+        # A point deleted between the two calls (its document re-ingested meanwhile) is left out.
+        return [hit_from(p.id, p.score, payloads[str(p.id)]) for p in points if str(p.id) in payloads]
 
     # ------------------------------------------------------------------ lifecycle
 
     def optimize(self, name: str) -> None:
         """Merge segments and build the HNSW index. Blocks, and stalls the process (see module doc)."""
         handle = self._handle(name)
-        with handle.write_lock, self._backend(name, handle):
+        needed = disk.optimize_bytes(handle.directory / SHARD_DIR)
+        with handle.write_lock, self._space.claim(needed, f"optimizing '{name}'"), self._backend(name, handle):
             handle.shard.optimize()
 
     def ping(self) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from ragkit.adapters.stores.common import DENSE_VECTOR, SPARSE_VECTOR, SearchPlan
+from ragkit.adapters.stores.common import DENSE_VECTOR, RRF_K, SPARSE_VECTOR, SearchPlan
 from ragkit.adapters.stores.filters import AtLeast, Match, Where
 
 SCHEMAS: dict[str, qe.PayloadSchemaType] = {
@@ -58,3 +58,20 @@ def nearest(plan: SearchPlan, branch: str) -> qe.Query:
     )
 
 
+def query_request(plan: SearchPlan) -> qe.QueryRequest:
+    """The query of a search plan, without payloads (the store fetches them in pages after)."""
+    flt = compile_filter(plan.where)
+    if plan.mode == "hybrid":
+        branches = ["dense", "sparse"] if plan.sparse is not None else ["dense"]
+        return qe.QueryRequest(
+            limit=plan.limit,
+            prefetches=[qe.Prefetch(limit=plan.prefetch_limit, query=nearest(plan, b), filter=flt) for b in branches],
+            # No filter here: both branches are filtered already, and checking the fused candidates
+            # again would double the work of a filter on unindexed fields.
+            query=qe.Fusion.Rrf(k=RRF_K),
+            with_payload=False,
+            with_vector=False,
+        )
+    return qe.QueryRequest(
+        limit=plan.limit, query=nearest(plan, plan.mode), filter=flt, with_payload=False, with_vector=False
+    )

@@ -4,20 +4,22 @@ caller's flat ``filters`` into the tree."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ragkit.core.errors import InvalidInput
-
-# One flat level of metadata: dots would address nested paths and brackets arrays, and every
-# distinct key filtered on gets a payload index, so arbitrary keys are not accepted.
-_FILTER_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-
+from ragkit.core.names import METADATA_KEY_RULE, is_metadata_key
+from ragkit.core.types import (
+    MAX_FILTER_INT,
+    MAX_FILTER_KEYS,
+    MAX_FILTER_VALUE_CHARS,
+    MAX_FILTER_VALUES,
+    MIN_FILTER_INT,
+    IndexKind,
+)
 
 Scalar = str | int | bool
-IndexKind = Literal["keyword", "integer", "bool"]
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,30 @@ def _filter_values(key: str, value: object) -> tuple[Scalar, ...]:
     values = tuple(value) if isinstance(value, list | tuple) else (value,)
     if not values:
         raise InvalidInput(f"filter '{key}' has an empty list of values; give at least one", field=key)
+    if len(values) > MAX_FILTER_VALUES:
+        raise InvalidInput(
+            f"filter '{key}' has {len(values)} values; at most {MAX_FILTER_VALUES} values per field "
+            "(split the search, or filter on a coarser field)",
+            field=key,
+            limit=MAX_FILTER_VALUES,
+        )
     for v in values:
         if not isinstance(v, str | int | bool):  # bool is an int; float, None and containers are refused
             raise InvalidInput(
                 f"filter '{key}' has a value of type {type(v).__name__}; filters match strings, integers "
                 "or booleans exactly (or a list of them for any-of)",
+                field=key,
+            )
+        if isinstance(v, str) and len(v) > MAX_FILTER_VALUE_CHARS:
+            raise InvalidInput(
+                f"filter '{key}' has a value of {len(v)} characters; at most {MAX_FILTER_VALUE_CHARS}",
+                field=key,
+                limit=MAX_FILTER_VALUE_CHARS,
+            )
+        if isinstance(v, int) and not isinstance(v, bool) and not MIN_FILTER_INT <= v <= MAX_FILTER_INT:
+            raise InvalidInput(
+                f"filter '{key}' has the integer {v}, outside the 64-bit range the store holds "
+                f"({MIN_FILTER_INT} to {MAX_FILTER_INT}); no stored value can equal it",
                 field=key,
             )
     return values
@@ -103,29 +124,32 @@ def translate_filters(filters: Mapping[str, Any] | None) -> Where | None:
     """``{field: value | [values]}`` → all of (field equals value / any of values).
 
     ``doc_id`` is the top-level payload field; any other key is read from ``metadata.<key>``.
+    This is the one place a caller's filters are checked, whichever entry point they came through:
+    the caps keep the work of one read bounded.
     """
     if not filters:
         return None
     if not isinstance(filters, Mapping):
         raise InvalidInput("filters must be an object of field: value")
+    if len(filters) > MAX_FILTER_KEYS:
+        raise InvalidInput(
+            f"{len(filters)} filter fields given; at most {MAX_FILTER_KEYS} per search (filter on the "
+            "fields that narrow the results most)",
+            limit=MAX_FILTER_KEYS,
+        )
     matches = []
     for key, value in filters.items():
-        if not isinstance(key, str) or not _FILTER_KEY.fullmatch(key):
+        if not is_metadata_key(key):
             raise InvalidInput(
-                f"invalid filter field {key!r}: use 1-64 letters, digits, '_' or '-' (metadata keys only)",
-                field=str(key),
+                f"invalid filter field {key!r}: use {METADATA_KEY_RULE} (metadata keys only)", field=str(key)
             )
         path = "doc_id" if key == "doc_id" else f"metadata.{key}"
         matches.append(Match(path, _filter_values(key, value)))
     return Where(must=tuple(matches))
 
 
-def index_needs(where: Where | None) -> dict[str, IndexKind]:
-    """Metadata fields a filter reads and the index type that serves each."""
+def unindexed_fields(where: Where | None, indexed: set[str]) -> list[str]:
+    """The fields of a caller's filter (``translate_filters``) that no payload index serves."""
     if where is None:
-        return {}
-    return {
-        c.key: c.kind for c in where.must if isinstance(c, Match) and c.key.startswith("metadata.") and c.kind
-    }
-
-
+        return []
+    return [c.key.removeprefix("metadata.") for c in where.must if isinstance(c, Match) and c.key not in indexed]

@@ -189,6 +189,8 @@ class QdrantStore(StoreBase):
         options = client.init_options
         local = options.get("location") == ":memory:" or options.get("path") is not None
         self._serial: AbstractContextManager[object] = threading.RLock() if local else nullcontext()
+        # Payload indexes found on the server, per collection: they change only when one is created.
+        self._indexed: dict[str, set[str]] = {}
 
     @contextmanager
     def _backend(self, name: str | None = None) -> Iterator[None]:
@@ -264,6 +266,7 @@ class QdrantStore(StoreBase):
         self.get_collection(name)  # unknown → CollectionNotFound; foreign collections are not ours to drop
         with self._backend(name):
             self._client.delete_collection(name)
+        self._indexed.pop(name, None)
 
     # ------------------------------------------------------------------ points
 
@@ -318,6 +321,15 @@ class QdrantStore(StoreBase):
         # deletes go by filter, which the server applies atomically, and counts are best-effort.
         return nullcontext()
 
+    def _indexed_paths(self, name: str) -> set[str]:
+        found = self._indexed.get(name)
+        if found is None:  # one round trip per collection and process: indexes are built only at creation
+            info = self._info(name)
+            spec = self._spec_of(name, info)
+            found = set(info.payload_schema) | (set(payload_indexes(spec)) if spec is not None else set())
+            self._indexed[name] = found
+        return found
+
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]:
         with self._backend(name):  # the client's models check the filter's values as they are built
             flt = _compile(plan.where)
@@ -329,11 +341,11 @@ class QdrantStore(StoreBase):
                     prefetch.append(
                         qm.Prefetch(query=query, using=using, filter=flt, limit=plan.prefetch_limit)
                     )
+                # As on Edge: the branches are filtered, the fused candidates need no second check.
                 response = self._client.query_points(
                     name,
                     prefetch=prefetch,
                     query=qm.RrfQuery(rrf=qm.Rrf(k=RRF_K)),
-                    query_filter=flt,
                     limit=plan.limit,
                     with_payload=True,
                     with_vectors=False,

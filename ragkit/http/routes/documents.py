@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -12,15 +13,34 @@ from pydantic import ValidationError
 from ragkit.core.errors import InvalidInput, PayloadTooLarge
 from ragkit.core.types import Document
 from ragkit.http.deps import require, services_of
-from ragkit.http.schemas import DocumentIn, DocumentOut, IngestRequest, IngestResponse
+from ragkit.http.schemas import (
+    DEPENDENCIES,
+    GATED,
+    CollectionPath,
+    DocumentDeleted,
+    DocumentIn,
+    DocumentList,
+    DocumentOut,
+    IngestRequest,
+    IngestResponse,
+    error_responses,
+)
 
 TAG = "documents"
 router = APIRouter()
 
 
-@router.get("/collections/{name}/documents", dependencies=[require("read")])
+@router.get(
+    "/collections/{name}/documents",
+    response_model=DocumentList,
+    dependencies=[require("read")],
+    responses=error_responses(*GATED, 404, 409, *DEPENDENCIES),
+)
 async def list_documents(
-    name: str, request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)
+    request: Request,
+    name: CollectionPath,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     states = await services_of(request).collections.documents(name, limit=limit, offset=offset)
     docs = [
@@ -39,43 +59,61 @@ def _document_from(item: DocumentIn) -> Document:
     return Document(id=str(doc_id), text=item.text, title=item.title, metadata=item.metadata)
 
 
+def _documents_of(raw: bytes) -> list[Document]:
+    """The documents of a JSON ingest body. Parsing a body of many megabytes takes a while: this
+    runs in a worker thread, never on the event loop."""
+    try:
+        body = IngestRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidInput(
+            'send JSON {"documents": [{"text": ...}]} or multipart files; '
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        ) from exc
+    return [_document_from(d) for d in body.documents]
+
+
 @router.post(
     "/collections/{name}/documents",
     response_model=IngestResponse,
     dependencies=[require("write")],
+    responses=error_responses(*GATED, 404, 409, 413, *DEPENDENCIES),
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
-                "application/json": {"schema": IngestRequest.model_json_schema()},
+                "application/json": {"schema": {"$ref": "#/components/schemas/IngestRequest"}},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
-                        "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                        "required": ["files"],
+                        "properties": {
+                            "files": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {"type": "string", "format": "binary"},
+                                "description": "Each file is read by its extension; one that cannot be read "
+                                "fails alone (422 when none could)",
+                            }
+                        },
                     }
                 },
             }
         }
     },
 )
-async def ingest(name: str, request: Request) -> Any:
+async def ingest(request: Request, name: CollectionPath) -> Any:
     """Ingest documents as JSON `{documents: [...]}` or upload files (multipart field `files`):
     .txt .md .html .pdf .json .jsonl. Unchanged documents are skipped; changed ones replaced."""
     services = services_of(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await _ingest_files(name, request)
-    try:
-        body = IngestRequest.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise InvalidInput(
-            'send JSON {"documents": [{"text": ...}]} or multipart files; '
-            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        ) from exc
-    if not body.documents:
+    documents = await asyncio.to_thread(_documents_of, await request.body())
+    if not documents:
         raise InvalidInput("no documents given")
     limit = services.settings.max_documents_per_request
-    if len(body.documents) > limit:
-        raise PayloadTooLarge(f"{len(body.documents)} documents in one request; the limit is {limit}; send batches")
-    report = await services.collections.ingest(name, [_document_from(d) for d in body.documents])
+    if len(documents) > limit:
+        raise PayloadTooLarge(f"{len(documents)} documents in one request; the limit is {limit}; send batches")
+    report = await services.collections.ingest(name, documents)
     return report.as_dict()
 
 
@@ -97,8 +135,13 @@ async def _ingest_files(name: str, request: Request) -> Any:
     return {**upload.totals(), "files": rows}
 
 
-@router.delete("/collections/{name}/documents/{doc_id:path}", dependencies=[require("write")])
-async def delete_document(name: str, doc_id: str, request: Request) -> dict[str, Any]:
+@router.delete(
+    "/collections/{name}/documents/{doc_id:path}",
+    response_model=DocumentDeleted,
+    dependencies=[require("write")],
+    responses=error_responses(*GATED, 404, 409, *DEPENDENCIES),
+)
+async def delete_document(request: Request, doc_id: str, name: CollectionPath) -> dict[str, Any]:
     """Remove one document and all its chunks."""
     removed = await services_of(request).collections.delete_document(name, doc_id)
     return {"deleted": doc_id, "chunks": removed}

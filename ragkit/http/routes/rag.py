@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from ragkit.core.errors import RagkitError
-from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, AnswerResult, SearchResult, hit_to_dict
+from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, MAX_TOP_K, AnswerResult, SearchResult, hit_to_dict
 from ragkit.http.deps import require, services_of
-from ragkit.http.schemas import Mode, QueryRequest, QueryResponse, SearchRequest, SearchResponse
+from ragkit.http.schemas import (
+    DEPENDENCIES,
+    GATED,
+    NOT_BLANK_PATTERN,
+    QUERY_EVENTS_SCHEMA,
+    CollectionQuery,
+    Mode,
+    QueryRequest,
+    QueryResponse,
+    SearchRequest,
+    SearchResponse,
+    error_responses,
+)
 
 TAG = "rag"
 router = APIRouter()
@@ -32,10 +44,14 @@ def _search_response(result: SearchResult) -> dict[str, Any]:
 
 
 def _answer_response(result: AnswerResult) -> dict[str, Any]:
-    return {**asdict(result), "sources": [hit_to_dict(h) for h in result.sources]}
+    # The sources are left out of asdict, which would deep-copy every one of them for nothing.
+    return {**asdict(replace(result, sources=())), "sources": [hit_to_dict(h) for h in result.sources]}
 
 
-@router.post("/search", response_model=SearchResponse, dependencies=[require("read")])
+_SEARCH_ERRORS = error_responses(*GATED, 404, 409, 413, *DEPENDENCIES)
+
+
+@router.post("/search", response_model=SearchResponse, dependencies=[require("read")], responses=_SEARCH_ERRORS)
 async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     """Search a collection in dense, sparse (BM25) or hybrid (RRF of both) mode."""
     result = await services_of(request).pipeline.search(
@@ -44,12 +60,19 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     return _search_response(result)
 
 
-@router.get("/search", response_model=SearchResponse, dependencies=[require("read")])
+@router.get(
+    "/search",
+    response_model=SearchResponse,
+    dependencies=[require("read")],
+    responses=error_responses(*GATED, 404, 409, *DEPENDENCIES),
+)
 async def search_get(
     request: Request,
-    query: str = Query(..., description="Text to search for"),
-    collection: str = Query(...),
-    top_k: int = DEFAULT_TOP_K,
+    collection: CollectionQuery,
+    query: str = Query(
+        ..., min_length=1, description="Text to search for", json_schema_extra={"pattern": NOT_BLANK_PATTERN}
+    ),
+    top_k: int = Query(DEFAULT_TOP_K, ge=1, le=MAX_TOP_K),
     mode: Mode = DEFAULT_MODE,
 ) -> dict[str, Any]:
     """The same search as POST, for quick use from a browser or curl (no filters)."""
@@ -65,7 +88,7 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     "/query",
     response_model=QueryResponse,
     dependencies=[require("read")],
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": QUERY_EVENTS_SCHEMA}}}} | _SEARCH_ERRORS,
 )
 async def query(body: QueryRequest, request: Request):  # noqa: ANN201 - JSON or a stream
     """Answer a question from a collection, citing the passages used as [n]."""

@@ -19,7 +19,12 @@ from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 MODES = (DEFAULT_MODE, *(m for m in SEARCH_MODES if m != DEFAULT_MODE))
 UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "jsonl", "json")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
+# Every character Markdown, its GitHub and Streamlit extensions (":red[…]", ":material/…:",
+# "$math$") or HTML give a meaning to: "&" starts an entity, "=" underlines a heading.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:&=])")
+# A citation as answers write it, "[2]" or "[1, 3]": left as it is, it still reads as itself, since
+# with every other special character escaped nothing can make it a link.
+_CITATION_MARKER = re.compile(r"\[\d{1,4}(?:, ?\d{1,4})*\]")
 BREAKER_COLOURS = {"closed": "green", "half_open": "orange", "open": "red"}
 STATUS_COLOURS = {"ok": "green", "degraded": "orange", "down": "red", "recovering": "orange", "failing": "red"}
 
@@ -27,6 +32,29 @@ STATUS_COLOURS = {"ok": "green", "degraded": "orange", "down": "red", "recoverin
 def escape_markdown(text: str) -> str:
     """Text shown literally inside markdown (titles, ids and file names are not markdown)."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def answer_markdown(text: str) -> str:
+    """An answer, or a streamed piece of one, as Markdown that shows exactly its text.
+
+    Answers quote documents, and a document may hold HTML or a Markdown image: rendered, a remote
+    image loads from the reader's browser (an exfiltration channel) and HTML could run. So all of
+    it is escaped except the citations, which stay readable, and each line break is kept as one.
+    The same text whole or piece by piece gives the same Markdown (a citation split across two
+    pieces is escaped instead, and shows the same).
+    """
+    parts: list[str] = []
+    position = 0
+    for marker in _CITATION_MARKER.finditer(text):
+        parts += [escape_markdown(text[position : marker.start()]), marker.group()]
+        position = marker.end()
+    parts.append(escape_markdown(text[position:]))
+    return "".join(parts).replace("\n", "  \n")
+
+
+def code_text(text: object) -> str:
+    """Inline code for an id or a name: a backtick in it would end the code span early."""
+    return "`" + str(text).replace("`", "") + "`"
 
 
 def cited_numbers(answer: str) -> set[int]:
@@ -63,7 +91,7 @@ def source_label(number: int, hit: Mapping[str, Any], *, cited: bool) -> str:
 def source_details(hit: Mapping[str, Any]) -> str:
     """The caption over an opened passage: where it comes from, its score and its metadata."""
     parts = [
-        f"document `{str(hit.get('doc_id', '?')).replace('`', '')}`",
+        f"document {code_text(hit.get('doc_id', '?'))}",
         f"chunk {hit.get('chunk_index', '?')}",
         f"score {score_text(hit.get('score'))}",
     ]
@@ -88,7 +116,8 @@ def timings_caption(
 
 
 def degraded_text(reasons: Sequence[str]) -> str:
-    why = "; ".join(r for r in reasons if r) or "the service did not say why"
+    # Reasons quote upstream error bodies: text, not markup.
+    why = "; ".join(escape_markdown(r) for r in reasons if r) or "the service did not say why"
     return f"**Degraded answer.** {why}"
 
 

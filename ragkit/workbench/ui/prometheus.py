@@ -161,7 +161,7 @@ def route_table(snapshot: Snapshot) -> list[dict[str, Any]]:
 
 
 def stage_table(snapshot: Snapshot) -> list[dict[str, Any]]:
-    """Pipeline stages (embed, search, generate, ingest, optimize) since the service started."""
+    """Pipeline stages (`ragkit.core.metrics.STAGES`: embed, retrieve, generate, ...) since the service started."""
     stages = sorted({s.labels.get("stage", "") for s in snapshot.named(STAGE + "_count")})
     rows = []
     for stage in stages:
