@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One ONNX export of the local model for every service the tests start (in-process or `ragkit serve`
+# children, which inherit this): each would otherwise export into its own fresh data directory.
+os.environ.setdefault("RAGKIT_MODEL_DIR", str(Path(tempfile.gettempdir()) / "ragkit-test-models"))
 
 from ragkit.core.config import Settings  # noqa: E402
 from ragkit.http.app import create_app  # noqa: E402
