@@ -342,10 +342,12 @@ def heaviest_search(chunks: int) -> dict[str, Any]:
 
 def start_service(data_dir: Path, port: int) -> subprocess.Popen:
     # A process of its own: in the test process the service would share the GIL with the client
-    # that measures it.
+    # that measures it. Ahead of the rest of the machine's processes where the system allows it
+    # (nice runs it unchanged otherwise): what is measured is how the service schedules its own
+    # work, not what else shares the cores. Its own threads still compete with its event loop.
     env = {**os.environ, "INTER_SERVICE_SECRET": SECRET, "RAGKIT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
+        ["nice", "-n", "-5", sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
         env=env,
         cwd=data_dir,
         stdout=subprocess.DEVNULL,
@@ -384,9 +386,13 @@ def live_latencies(client: httpx.Client, busy: Callable[[], bool], deadline: flo
     return latencies
 
 
-def worst(latencies: list[tuple[float, float]]) -> dict[str, float]:
-    at, slowest = max(latencies, key=lambda sample: sample[1])
-    return {"max_ms": round(slowest * 1000, 1), "at_s": at, "probes": len(latencies)}
+def worst(latencies: list[tuple[float, float]]) -> dict[str, Any]:
+    slowest = sorted(latencies, key=lambda sample: sample[1], reverse=True)
+    return {
+        "max_ms": round(slowest[0][1] * 1000, 1),
+        "probes": len(latencies),
+        "slowest_ms_at_s": [(round(latency * 1000), at) for at, latency in slowest[:5]],
+    }
 
 
 def in_background(work: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:

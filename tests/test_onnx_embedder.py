@@ -325,6 +325,8 @@ def test_workers_and_threads_are_checked(tmp_path: Path) -> None:
 
 
 def test_the_setting_picks_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("RAGKIT_LOCAL_BACKEND", "RAGKIT_MODEL_DIR", "RAGKIT_EMBED_WORKERS"):
+        monkeypatch.delenv(name, raising=False)  # the defaults, whatever the test session set
     default = _build_embedder(make_settings(tmp_path))
     assert isinstance(default, OnnxEmbedder)
     assert default.cache_dir == tmp_path / "models"
