@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.support.fake_ollama import FakeOllama
+from tests.support.waiting import wait_until
 
 DOCS = [
     {
@@ -32,14 +33,6 @@ QUESTION = {"question": "When does a breaker open?", "collection": "docs", "top_
 def prepare(stack: Stack) -> None:
     assert stack.http.post("/api/v1/rag/collections", json={"name": "docs"}).status_code == 201
     assert stack.http.post("/api/v1/rag/collections/docs/documents", json={"documents": DOCS}).status_code == 200
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Poll an observable condition until it holds; at the deadline, fail saying what never happened."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
-        time.sleep(0.01)  # the poll interval, not a guess at how long anything takes
 
 
 def reset_time_over(stack: Stack, breaker: str) -> Callable[[], bool]:

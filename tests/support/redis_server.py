@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 from tests.support.live import free_port
@@ -47,19 +46,19 @@ class RedisServer:
                 str(self._workdir),
                 *self._args,
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start (status {self._process.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)  # polling for the port, bounded by the deadline
-        raise RuntimeError("redis-server did not start")
+        # Wait on the event itself: redis-server says so on its log when it accepts connections
+        # (the read blocks until a line comes, and ends if the server exits).
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if "Ready to accept connections" in line:
+                # Keep reading its log, so a full pipe never blocks the server later.
+                threading.Thread(target=self._process.stdout.read, daemon=True).start()
+                return self
+        raise RuntimeError(f"redis-server exited at start (status {self._process.wait()})")
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
