@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from ragkit.core.types import (
 from ragkit.rag.sparse import Bm25Encoder
 from tests.conftest import SECRET, Stack
 from tests.support.live import free_port
+from tests.support.serve import start_serve
 from tests.test_store_contract import make_points, open_store, unit_vector
 
 pytestmark = pytest.mark.filterwarnings("ignore:Payload indexes have no effect:UserWarning")
@@ -343,25 +343,7 @@ def heaviest_search(chunks: int) -> dict[str, Any]:
 def start_service(data_dir: Path, port: int) -> subprocess.Popen:
     # A process of its own: in the test process the service would share the GIL with the client
     # that measures it.
-    env = {**os.environ, "INTER_SERVICE_SECRET": SECRET, "RAGKIT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
-        env=env,
-        cwd=data_dir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    stop(process)
-    raise RuntimeError("the service did not start within 120 s")
+    return start_serve(data_dir, port, INTER_SERVICE_SECRET=SECRET)
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -4,10 +4,8 @@ with no duplicate and no stale chunk."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 
 from tests.conftest import SECRET, Stack
 from tests.support.live import free_port
+from tests.support.serve import start_serve
 
 # Part of the fault-injection suite (tests/test_faults.py): the service killed mid-ingestion.
 pytestmark = pytest.mark.faults
@@ -34,31 +33,7 @@ DOCS = [
 
 
 def start_service(data_dir: Path, port: int) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "INTER_SERVICE_SECRET": SECRET,
-        "RAGKIT_DATA_DIR": str(data_dir),
-        "HF_HUB_OFFLINE": "1",
-        "RAGKIT_EMBED_BATCH_SIZE": "16",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
-        env=env,
-        cwd=data_dir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the service exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("service did not start")
+    return start_serve(data_dir, port, INTER_SERVICE_SECRET=SECRET, RAGKIT_EMBED_BATCH_SIZE="16")
 
 
 def test_killed_ingestion_is_finished_by_rerunning_it(tmp_path: Path, stack: Stack) -> None:

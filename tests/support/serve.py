@@ -1,0 +1,30 @@
+"""A real `ragkit serve` child process, started and waited for on its own word."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
+    """Start `ragkit serve` on ``port`` and return once uvicorn says the app has started (its
+    lifespan, model warm-up included, is done): the read blocks until that line, and ends if the
+    process exits first."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
+        env={**os.environ, "RAGKIT_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1", **env},
+        cwd=data_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "Application startup complete" in line:
+            # Keep reading its log, so a full pipe never blocks the service later.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return process
+    raise RuntimeError(f"the service exited with {process.wait()} before it started")
