@@ -300,7 +300,9 @@ def test_ingestion_batches_are_bounded_by_padded_tokens(
     monkeypatch.undo()
 
     assert all(rows <= 8 and (rows == 1 or rows * width <= 600) for rows, width in shapes), shapes
-    assert (8, shapes[0][1]) == shapes[0], "short texts still share a call, up to batch_size"
+    # The batches run on two workers, so the order in which they reach the session is not fixed.
+    narrowest = min(width for _, width in shapes)
+    assert (8, narrowest) in shapes, "short texts still share a call, up to batch_size"
     assert sorted(width for _, width in shapes)[-1] == embedder.max_tokens, "long texts are truncated"
     assert sum(rows for rows, _ in shapes) == len(texts)
     for text, vector in zip(texts, vectors, strict=True):
