@@ -28,6 +28,7 @@ from typing import Any
 from ragkit.adapters.stores.filters import (
     Where,
     doc_where,
+    first_chunks_where,
     heads_where,
     stale_where,
     translate_filters,
@@ -270,7 +271,10 @@ class StoreBase(ABC):
     def stats(self, name: str) -> CollectionStats:
         spec = self.get_collection(name)
         chunks = self._count(name, None)
-        documents = len(self._doc_counts(name, None, chunks)) if chunks else 0
+        # A document's chunk 0 is one point (ids are per document and chunk index) and is written
+        # first, so counting those is exact and an indexed count; a facet over every doc_id took
+        # 0.5 s at 14k chunks, during which the store held every other request.
+        documents = self._count(name, first_chunks_where()) if chunks else 0
         return CollectionStats(spec=spec, documents=documents, chunks=chunks)
 
     def document_state(self, name: str, doc_id: str) -> DocumentState | None:

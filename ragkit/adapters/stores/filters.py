@@ -73,6 +73,11 @@ def heads_where(doc_ids: Sequence[str]) -> Where:
     return Where(must=(Match("doc_id", tuple(doc_ids)), Match("chunk_index", (0,))))
 
 
+def first_chunks_where() -> Where:
+    """Chunk 0 of every document: one point per document (see heads_where)."""
+    return Where(must=(Match("chunk_index", (0,)),))
+
+
 def stale_where(doc_id: str, keep_hash: str, keep_count: int) -> Where:
     return Where(
         must=(
