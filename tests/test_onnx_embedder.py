@@ -280,6 +280,57 @@ def test_ingestion_batches_run_on_both_workers(onnx_embedder: OnnxEmbedder, monk
         assert vector == pytest.approx(embedder.embed_sync([text])[0], abs=1e-5)
 
 
+@pytest.mark.anyio
+async def test_a_query_goes_ahead_of_the_ingestion_batches_waiting_for_a_core(
+    onnx_embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedder = OnnxEmbedder(onnx_embedder.cache_dir, batch_size=1, workers=2)
+    question = "What do honey bees store in wax combs?"
+    chunks = [f"Chunk {i} of a long document about {'bees' if i % 2 else 'tides'}." for i in range(6)]
+    session = embedder.load()
+    query_ids = embedder._tokenize([question])[0].ids
+    run = session.run
+    lock = threading.Lock()
+    release = [threading.Event(), threading.Event()]  # the first two ingestion calls wait on these
+    calls: list[tuple[str, int]] = []  # (kind, ingestion calls inside the model when it entered)
+    inside = 0
+
+    def observed_run(outputs: Any, feed: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal inside
+        kind = "query" if feed["input_ids"][0].tolist() == query_ids else "ingest"
+        with lock:
+            number = len(calls)
+            calls.append((kind, inside))
+            inside += kind == "ingest"
+        try:
+            if number < len(release):
+                assert release[number].wait(BARRIER_S)
+            return run(outputs, feed, *args, **kwargs)
+        finally:
+            with lock:
+                inside -= kind == "ingest"
+
+    monkeypatch.setattr(session, "run", observed_run)
+    ingestion = asyncio.ensure_future(asyncio.to_thread(embedder.embed_sync, chunks))
+    assert await asyncio.to_thread(embedder.slots.wait_until, lambda s: s.busy == 2, BARRIER_S)
+    query = asyncio.ensure_future(embedder.embed([question]))
+    assert await asyncio.to_thread(embedder.slots.wait_until, lambda s: s.urgent_waiting == 1, BARRIER_S)
+
+    release[0].set()  # one core comes free: the query takes it, not the third ingestion batch
+    (vector,) = await query
+    release[1].set()
+    vectors = await ingestion
+
+    monkeypatch.undo()
+    kinds = [kind for kind, _ in calls]
+    assert kinds[:3] == ["ingest", "ingest", "query"], calls
+    assert calls[2] == ("query", 1), "the query ran beside one ingestion batch, not two"
+    assert kinds.count("ingest") == len(chunks)
+    assert vector == pytest.approx(embedder.embed_sync([question])[0], abs=1e-6)
+    for text, got in zip(chunks, vectors, strict=True):
+        assert got == pytest.approx(embedder.embed_sync([text])[0], abs=1e-5)
+
+
 def test_ingestion_batches_are_bounded_by_padded_tokens(
     onnx_embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:

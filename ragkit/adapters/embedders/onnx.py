@@ -49,6 +49,7 @@ from ragkit.adapters.embedders.local import (
     model_path,
 )
 from ragkit.adapters.embedders.onnx_export import INPUTS, OUTPUT, ensure_export
+from ragkit.adapters.embedders.slots import CoreSlots
 from ragkit.core.errors import ConfigurationError, DependencyUnavailable, RagkitError
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ class OnnxEmbedder:
     (ingestion) are tokenized in one call, sorted by length and cut into batches of up to
     ``batch_size`` texts and ``batch_tokens`` padded tokens that run on the same number of threads.
     ONNX Runtime releases the GIL while it computes, so those threads really run in parallel, and
-    the event loop keeps serving meanwhile.
+    the event loop keeps serving meanwhile. Both kinds of call share ``slots`` (one per worker):
+    a waiting query takes the next free core before any further ingestion batch does.
     """
 
     name = f"local:{MODEL_NAME}"
@@ -90,7 +92,7 @@ class OnnxEmbedder:
         threads: int = 1,
         query_batch: int = 16,
         query_call_texts: int = 2,
-        batch_tokens: int = 4096,
+        batch_tokens: int = 512,
     ) -> None:
         if batch_size < 1:
             raise ConfigurationError(f"batch_size must be at least 1, got {batch_size}")
@@ -112,6 +114,8 @@ class OnnxEmbedder:
         self.batch_tokens = batch_tokens
         self._path = model_path()
         self.max_tokens = configured_max_seq_length(self._path)
+        # One model call per core at a time, queries first (see slots.py).
+        self.slots = CoreSlots(self.workers)
         self._batcher = QueryBatcher(self._embed_batch, max_texts=query_call_texts, workers=self.workers)
         # Ingestion batches, bounded to one per worker however many requests ingest at once.
         self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ragkit-embed")
@@ -200,7 +204,7 @@ class OnnxEmbedder:
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         slices = self._slices(order, [len(encoding.ids) for encoding in encodings])
         vectors: list[list[float]] = [[] for _ in texts]
-        batches = self._pool.map(lambda indices: self._infer([encodings[i] for i in indices]), slices)
+        batches = self._pool.map(lambda indices: self._infer_background([encodings[i] for i in indices]), slices)
         for indices, batch in zip(slices, batches, strict=True):
             for index, vector in zip(indices, batch, strict=True):
                 vectors[index] = vector
@@ -214,6 +218,11 @@ class OnnxEmbedder:
         call, and its arena keeps its largest allocation. Full 256-token chunks in batches of 64, two
         calls at once, took the process to 2.1 GB (batches of 16: 0.7 GB) and about twice the CPU
         time per text (user time for 128 chunks, 3 runs: 40-51 s against 20-32 s).
+
+        It is also how long a query can wait for a core held by ingestion (see slots.py): 512 tokens
+        are two full chunks, about 0.1 s on one core. Smaller batches cost no throughput here: 160
+        SciFact abstracts embedded at 20-28 texts/s with 512 tokens, 22-27 with 1024 and 20 with
+        4096 (two workers, load average 1-1.5, each setting run twice).
         """
         slices: list[list[int]] = []
         current: list[int] = []
@@ -227,8 +236,15 @@ class OnnxEmbedder:
         return slices
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
-        """One model call for the texts of a query batch (already checked)."""
-        return self._infer(self._tokenize(texts))
+        """One model call for the texts of a query batch (already checked), ahead of ingestion."""
+        encodings = self._tokenize(texts)
+        with self.slots.urgent():
+            return self._infer(encodings)
+
+    def _infer_background(self, encodings: list[Encoding]) -> list[list[float]]:
+        """One ingestion batch, started only when no query is waiting for a core."""
+        with self.slots.background():
+            return self._infer(encodings)
 
     def _tokenize(self, texts: list[str]) -> list[Encoding]:
         self.load()

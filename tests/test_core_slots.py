@@ -1,0 +1,82 @@
+"""CoreSlots: queries take the next free core before any further ingestion batch does."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+
+import pytest
+
+from ragkit.adapters.embedders.slots import CoreSlots
+from ragkit.core.errors import ConfigurationError
+
+WAIT_S = 30.0
+
+
+def run_in_thread(slots: CoreSlots, kind: str, order: list[str], label: str) -> threading.Thread:
+    def work() -> None:
+        with getattr(slots, kind)():
+            order.append(label)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_waiting_query_gets_the_next_free_slot_before_a_waiting_batch() -> None:
+    slots = CoreSlots(1)
+    order: list[str] = []
+    with ExitStack() as held:
+        held.enter_context(slots.background())
+        # The batch asks first, the query second; both wait for the one slot.
+        batch = run_in_thread(slots, "background", order, "batch")
+        query = run_in_thread(slots, "urgent", order, "query")
+        assert slots.wait_until(lambda s: s.urgent_waiting == 1, WAIT_S)
+    # The slot is free now; the batch may not take it while the query waits for it.
+    query.join(WAIT_S)
+    batch.join(WAIT_S)
+    assert order == ["query", "batch"]
+    assert slots.busy == 0
+
+
+def test_calls_never_exceed_the_slots() -> None:
+    slots = CoreSlots(2)
+    inside = 0
+    most = 0
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def work(kind: str) -> None:
+        nonlocal inside, most
+        go.wait(WAIT_S)
+        for _ in range(50):
+            with getattr(slots, kind)():
+                with lock:
+                    inside += 1
+                    most = max(most, inside)
+                with lock:
+                    inside -= 1
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in ("urgent", "background") * 3]
+    for thread in threads:
+        thread.start()
+    go.set()
+    for thread in threads:
+        thread.join(WAIT_S)
+    assert not any(thread.is_alive() for thread in threads), "a caller was starved"
+    assert 1 <= most <= 2
+    assert slots.busy == 0 and slots.urgent_waiting == 0
+
+
+def test_a_failed_call_gives_its_slot_back() -> None:
+    slots = CoreSlots(1)
+    with pytest.raises(RuntimeError), slots.urgent():
+        raise RuntimeError("the model failed")
+    with slots.background():
+        assert slots.busy == 1
+    assert slots.busy == 0
+
+
+def test_at_least_one_slot() -> None:
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        CoreSlots(0)
