@@ -11,12 +11,9 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
 from ragkit import __version__
 from ragkit.core.config import Settings, get_settings
@@ -26,6 +23,7 @@ from ragkit.http.body_limit import BodyLimit
 from ragkit.http.cors import StrictCORS, cors_options, parse_origins
 from ragkit.http.errors import install_error_handlers
 from ragkit.http.gate import Gate
+from ragkit.http.observe import Observe
 from ragkit.http.openapi import install_openapi
 from ragkit.http.ratelimit import RateLimitHeaders
 from ragkit.http.request_id import RequestId
@@ -109,21 +107,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
     app.include_router(health.router)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        if request.url.path.startswith(DEPRECATED_PREFIX + "/"):
-            response.headers["Deprecation"] = "true"
-            successor = request.url.path.replace(DEPRECATED_PREFIX + "/", API_PREFIX + "/", 1)
-            response.headers["Link"] = f'<{successor}>; rel="successor-version"'
-        services = getattr(request.app.state, "services", None)
-        if services is not None:
-            path = _route_label(request)
-            services.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-            services.metrics.request_latency.labels(request.method, path).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(
+        Observe,
+        route_label=lambda scope: _route_label(Request(scope)),
+        deprecated_prefix=DEPRECATED_PREFIX,
+        successor_prefix=API_PREFIX,
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(RateLimitHeaders)  # the caller's quota (left by the gate) on every answer
     if cors_origins:  # outermost, so that errors (401, 413, 429) reach an allowed page readable
