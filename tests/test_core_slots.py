@@ -80,3 +80,44 @@ def test_a_failed_call_gives_its_slot_back() -> None:
 def test_at_least_one_slot() -> None:
     with pytest.raises(ConfigurationError, match="at least 1"):
         CoreSlots(0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_while_queries_come_ingestion_leaves_the_last_core_to_them() -> None:
+    clock = Clock()
+    slots = CoreSlots(2, reserve_s=0.2, clock=clock)
+    order: list[str] = []
+    with slots.urgent():
+        pass  # a query just ran
+    with slots.background():
+        # One slot is taken by ingestion; a second ingestion batch must not take the last one.
+        second = run_in_thread(slots, "background", order, "second batch")
+        assert slots.wait_until(lambda s: s.background_waiting == 1, WAIT_S)
+        with slots.urgent():  # the reserved core serves a query at once
+            order.append("query")
+        clock.now += 0.2  # no query for reserve_s: the waiting batch may have the last core
+        second.join(WAIT_S)
+        assert not second.is_alive()
+        assert slots.busy == 1  # it ran beside the first batch
+    assert order == ["query", "second batch"]
+
+
+def test_with_no_queries_ingestion_takes_every_core() -> None:
+    slots = CoreSlots(2, reserve_s=60.0, clock=Clock())
+    with slots.background(), slots.background():
+        assert slots.busy == 2
+
+
+def test_one_slot_is_never_reserved() -> None:
+    slots = CoreSlots(1, reserve_s=60.0, clock=Clock())
+    with slots.urgent():
+        pass
+    with slots.background():
+        assert slots.busy == 1
