@@ -120,6 +120,9 @@ def test_loadtest_writes_reports_and_gates(stack: Stack, tmp_path: Path) -> None
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["passed"] is True
     assert summary["locust_cpu"]["cpu_s"] > 0
+    load = summary["machine"]["load_average_1min"]
+    assert load["before"] >= 0 and load["after"] > 0, "a busy run leaves a load average above zero"
+    assert f"{load['before']:.2f} before, {load['after']:.2f} after" in output
     routes = {r["name"] for r in summary["routes"]}
     assert {"search:hybrid", "Aggregated"} <= routes
 

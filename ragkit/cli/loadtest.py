@@ -128,6 +128,7 @@ def _print_report(result, verdicts, budgets, default_budget: float) -> None:  # 
     if result.service_cpu is not None:
         line += f"; the service {result.service_cpu.share_of_machine:.0%}"
     click.echo(line)
+    click.echo(f"machine load average (1 min): {result.load_before:.2f} before, {result.load_after:.2f} after")
     for verdict in verdicts:
         if not verdict.passed:
             click.secho("FAIL " + verdict.describe(), fg="red")

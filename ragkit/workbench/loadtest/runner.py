@@ -85,6 +85,10 @@ class LoadTestResult:
     locust_cpu: CpuUse
     service_cpu: CpuUse | None
     command: list[str]
+    # The machine's 1-minute load average when the run started and when it ended: on a shared
+    # machine no latency figure means anything without it.
+    load_before: float = 0.0
+    load_after: float = 0.0
 
     @property
     def total(self) -> RouteStats | None:
@@ -183,6 +187,7 @@ def run_locust(config: LoadTestConfig, run_dir: Path, *, service_pid: int | None
         env["RAGKIT_LOADTEST_WAIT"] = config.think_time
     deadline_s = parse_duration(config.run_time) + 90.0  # start-up, ramp and the stop timeout
     service_before = _cpu_seconds(service_pid)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with (run_dir / "locust.log").open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -203,6 +208,8 @@ def run_locust(config: LoadTestConfig, run_dir: Path, *, service_pid: int | None
         locust_cpu=CpuUse(usage, wall_s, cores),
         service_cpu=service_cpu,
         command=command,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
     )
 
 
@@ -240,7 +247,10 @@ def result_summary(result: LoadTestResult, verdicts: Sequence[Verdict], config: 
         "passed": all(v.passed for v in verdicts),
         "locust_cpu": _cpu_dict(result.locust_cpu),
         "service_cpu": _cpu_dict(result.service_cpu) if result.service_cpu else None,
-        "machine": {"cores": os.cpu_count()},
+        "machine": {
+            "cores": os.cpu_count(),
+            "load_average_1min": {"before": result.load_before, "after": result.load_after},
+        },
     }
 
 
