@@ -57,6 +57,7 @@ from loadtests.harness import (  # noqa: E402
     beir_queries,
 )
 from ragkit.adapters.embedders.local import LocalEmbedder  # noqa: E402
+from ragkit.adapters.embedders.onnx import OnnxEmbedder  # noqa: E402
 from ragkit.core.config import Settings  # noqa: E402
 from ragkit.core.types import CollectionSpec, Document, Point, SparseVector  # noqa: E402
 from ragkit.rag.ingest import embedding_text  # noqa: E402
@@ -275,6 +276,8 @@ def bench_ingestion(
     report: Report, services: Services, embedder: LocalEmbedder, documents: list[dict[str, Any]], rounds: int,
     runner: LoopThread,
 ) -> tuple[str, list[str]]:
+    """ragkit ingests with its default embedder (``services``: ONNX Runtime); the floor and LlamaIndex
+    encode with sentence-transformers on torch (``embedder``), the floor the issue sets."""
     from ragkit.adapters.embedders.local import model_path
 
     print(f"2. ingestion: {len(documents)} SciFact documents", flush=True)
@@ -329,13 +332,13 @@ def _ok(response: Any) -> None:
         raise RuntimeError(f"the service answered {response.status_code}: {response.text[:300]}")
 
 
-def _edge_floor(shard: Any, model: Any, bm25: Any, mode: str) -> Callable[[str], None]:
-    """The least any search can cost: embed the query, one Edge query on the shard, nothing else."""
+def _edge_floor(shard: Any, encode: Callable[[str], list[float]], bm25: Any, mode: str) -> Callable[[str], None]:
+    """The least any search can cost: embed the query with the fastest embedding of the same weights
+    (ONNX Runtime fp32, called directly), one Edge query on the shard, nothing else."""
     import qdrant_edge as qe
 
     def dense_query(text: str) -> Any:
-        vector = model.encode([text], normalize_embeddings=True, show_progress_bar=False)[0].tolist()
-        return qe.Query.Nearest(vector, using="dense")
+        return qe.Query.Nearest(encode(text), using="dense")
 
     def run(text: str) -> None:
         if mode == "dense":
@@ -359,20 +362,20 @@ def _edge_floor(shard: Any, model: Any, bm25: Any, mode: str) -> Callable[[str],
 
 
 def bench_search(
-    report: Report, services: Services, embedder: LocalEmbedder, service: ServiceProcess, collection: str,
+    report: Report, services: Services, embedder: OnnxEmbedder, service: ServiceProcess, collection: str,
     queries: list[str], runner: LoopThread,
 ) -> None:
     from ragkit.rag.sparse import Bm25Encoder
 
     print(f"1. search overhead: {len(queries)} queries per mode", flush=True)
     shard = services.store.backend._handle(collection).shard
-    model = embedder.load()
+    embedder.load()
     bm25 = Bm25Encoder(avg_len=1.0)
     pipeline = services.pipeline
     results: dict[str, Any] = {}
     with service.client() as http:
         for m_index, mode in enumerate(("dense", "hybrid")):
-            floor = _edge_floor(shard, model, bm25, mode)
+            floor = _edge_floor(shard, lambda text: embedder.embed_sync([text])[0], bm25, mode)
             samples: dict[str, list[float]] = {"floor": [], "in_process": [], "http": []}
             for i, query in enumerate(queries):
                 # Each path gets its own spelling of the query, so no cache answers for the model.
@@ -635,7 +638,9 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
         if not parts & {1, 2, 4, 5}:
             return
         # Parts 1, 4 and 5 need what part 2 builds: the collection, its chunk texts, a service on it.
-        services = build_services(make_settings(work / "a"), embedder=embedder)
+        # ragkit's side runs its default embedder (ONNX Runtime), as a service started here does.
+        default_embedder = OnnxEmbedder(Settings().model_cache_dir, batch_size=embedder.batch_size)
+        services = build_services(make_settings(work / "a"), embedder=default_embedder)
         collection, texts = bench_ingestion(report, services, embedder, documents, 1 if quick else 2, runner)
         services.store.backend.optimize(collection)
         services.store.close()
@@ -643,10 +648,10 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
             return
         shutil.copytree(work / "a", work / "b")  # the service takes folder a; the floor reads the copy
         (work / "b" / "qdrant-edge" / "edge.lock").unlink(missing_ok=True)
-        services_b = build_services(make_settings(work / "b"), embedder=embedder)
+        services_b = build_services(make_settings(work / "b"), embedder=default_embedder)
         with ServiceProcess(work / "a") as service:
             if 1 in parts:
-                bench_search(report, services_b, embedder, service, collection, queries[: 60 if quick else 200],
+                bench_search(report, services_b, default_embedder, service, collection, queries[: 60 if quick else 200],
                              runner)
             services_b.store.close()
             if parts & {4, 5}:
