@@ -155,3 +155,32 @@ def test_fault_scenario_degrades_then_recovers(stack_factory, tmp_path: Path) ->
     assert report.recovered_in_s is not None and report.recovered_in_s < 4.0, report  # reset 1 s + a probe
     assert (run_dir / "fault.json").is_file()
     assert report.line().startswith("fault: failures=")
+
+
+# -- the users sweep (loadtests/sweep.py): its mistakes are the caller's, said before any service starts
+
+SWEEP = Path(__file__).resolve().parent.parent / "loadtests" / "sweep.py"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--users", "ten"], "--users takes whole numbers"),
+        (["--users", "0,10"], "at least one count of 1 or more"),
+        (["--backends", "onnx,gpu"], "--backends takes onnx and/or torch"),
+        ([], "holds no collection 'absent': ingest it first"),
+    ],
+)
+def test_sweep_refuses_wrong_arguments_before_starting_anything(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, str(SWEEP), "--data-dir", str(tmp_path), "--collection", "absent", *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2, completed.stderr
+    assert message in completed.stderr
+    assert not (tmp_path / "runs").exists(), "nothing is written for a refused run"
