@@ -13,6 +13,7 @@ from ragkit.adapters.guarded import GuardedEmbedder, GuardedGenerator, GuardedSt
 from ragkit.core.config import Settings
 from ragkit.core.metrics import Metrics
 from ragkit.core.types import Cache, Embedder, Generator, VectorStore
+from ragkit.rag.activity import ReadActivity
 from ragkit.rag.collections import Collections
 from ragkit.rag.ingest import Ingestor
 from ragkit.rag.optimizer import Optimizer
@@ -134,6 +135,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     cache: Cache = MemoryCache()
     if settings.redis_url:
         cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers[CACHE])
+    activity = ReadActivity()  # the pipeline's searches, which the optimizer waits out
     pipeline = Pipeline(
         store=store,
         embedder=guarded_embedder,
@@ -144,9 +146,17 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         max_query_chars=settings.max_query_chars,
         max_top_k=settings.max_top_k,
         cache_ttl_s=settings.cache_ttl_s,
+        activity=activity,
     )
     ingestor = Ingestor(store, guarded_embedder, metrics, batch_chunks=max(settings.embed_batch_size * 2, 64))
-    optimizer = Optimizer(store, metrics, enabled=settings.optimize_after_ingest)
+    optimizer = Optimizer(
+        store,
+        metrics,
+        enabled=settings.optimize_after_ingest,
+        activity=activity,
+        quiet_s=settings.optimize_quiet_s,
+        max_defer_s=settings.optimize_max_defer_s,
+    )
     collections = Collections(
         store,
         guarded_embedder,

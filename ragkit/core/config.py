@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     max_query_chars: int = _env("RAGKIT_MAX_QUERY_CHARS", 4000, ge=1)
     max_top_k: int = _env("RAGKIT_MAX_TOP_K", MAX_TOP_K, ge=1, le=MAX_TOP_K)
     optimize_after_ingest: bool = _env("RAGKIT_OPTIMIZE_AFTER_INGEST", True)
+    # The index build after an ingestion waits for this long without searches, but no longer than
+    # the second: Qdrant Edge's optimize() stalls every request while it runs (rag/optimizer.py).
+    optimize_quiet_s: float = _env("RAGKIT_OPTIMIZE_QUIET_S", 1.0, ge=0)
+    optimize_max_defer_s: float = _env("RAGKIT_OPTIMIZE_MAX_DEFER_S", 300.0, ge=0)
 
     @field_validator("ollama_host", "qdrant_url", "redis_url", mode="before")
     @classmethod

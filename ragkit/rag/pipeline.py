@@ -43,6 +43,7 @@ from ragkit.core.types import (
     hit_from_dict,
     hit_to_dict,
 )
+from ragkit.rag.activity import ReadActivity
 from ragkit.rag.citations import CitationFilter, drop_unknown_citations
 from ragkit.rag.ingest import check_embedder
 from ragkit.rag.sparse import Bm25Encoder
@@ -99,8 +100,10 @@ class Pipeline:
         max_query_chars: int,
         max_top_k: int,
         cache_ttl_s: float,
+        activity: ReadActivity | None = None,
     ) -> None:
         self.store = store
+        self.activity = activity or ReadActivity()  # searches in flight, for the optimizer
         self.embedder = embedder
         self.generator = generator
         self.fallback_generator = fallback_generator
@@ -151,6 +154,18 @@ class Pipeline:
         top_k: int = DEFAULT_TOP_K,
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        with self.activity.reading():
+            return await self._search(collection, query, top_k=top_k, mode=mode, filters=filters)
+
+    async def _search(
+        self,
+        collection: str,
+        query: str,
+        *,
+        top_k: int,
+        mode: str,
+        filters: Mapping[str, Any] | None,
     ) -> SearchResult:
         started = time.perf_counter()
         query = self._check_request(query, top_k, mode, filters)
