@@ -158,6 +158,7 @@ class AnswerResult:
     degraded: bool = False
     reasons: tuple[str, ...] = ()
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    standalone_query: str = ""  # what was searched: the question, made standalone from the history
 
 
 class Embedder(Protocol):

@@ -9,7 +9,7 @@ so the OpenAPI document says what the service does.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import fastapi
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -30,6 +30,7 @@ from ragkit.core.types import (
     SearchMode,
 )
 from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from ragkit.rag.conversation import MAX_HISTORY_TURNS, MAX_TURN_CHARS
 
 Mode = SearchMode
 
@@ -124,6 +125,11 @@ class SearchRequest(_Strict):
     filters: Filters = None
 
 
+class TurnIn(_Strict):
+    role: Literal["user", "assistant"]
+    content: NonBlank = Field(max_length=MAX_TURN_CHARS)
+
+
 class QueryRequest(_Strict):
     question: NonBlank
     collection: CollectionName
@@ -131,6 +137,12 @@ class QueryRequest(_Strict):
     mode: Mode = DEFAULT_MODE
     filters: Filters = None
     stream: bool = Field(False, description="Answer as server-sent events: sources, token…, done")
+    history: list[TurnIn] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_TURNS,
+        description="The conversation so far, oldest first; a follow-up question is made standalone "
+        "from it before retrieval (the answer's standalone_query says what was searched)",
+    )
 
 
 class HitOut(BaseModel):
@@ -161,6 +173,7 @@ class QueryResponse(BaseModel):
     degraded: bool
     reasons: list[str]
     timings_ms: dict[str, float]
+    standalone_query: str = Field(description="What was searched: the question, made standalone from the history")
 
 
 class CreateCollectionRequest(_Strict):
@@ -271,9 +284,10 @@ QUERY_EVENTS_SCHEMA: dict[str, Any] = {
             "sources",
             {
                 "type": "object",
-                "required": ["sources", "mode_used", "degraded", "reasons"],
+                "required": ["sources", "standalone_query", "mode_used", "degraded", "reasons"],
                 "properties": {
                     "sources": {"type": "array", "items": {"$ref": "#/components/schemas/HitOut"}},
+                    "standalone_query": {"type": "string"},
                     "mode_used": {"type": "string"},
                     "degraded": {"type": "boolean"},
                     "reasons": _STRINGS,

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,7 @@ from ragkit.core.types import (
 )
 from ragkit.rag.activity import ReadActivity
 from ragkit.rag.citations import CitationFilter, drop_unknown_citations
+from ragkit.rag.conversation import Turn, check_history, standalone_query
 from ragkit.rag.ingest import check_embedder
 from ragkit.rag.sparse import Bm25Encoder
 
@@ -254,7 +255,9 @@ class Pipeline:
         top_k: int = DEFAULT_TOP_K,
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
+        history: Sequence[Turn] = (),
     ) -> AnswerResult:
+        question = standalone_query(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         trace = self._trace_of(found)
         t = time.perf_counter()
@@ -288,6 +291,7 @@ class Pipeline:
             degraded=trace.degraded,
             reasons=tuple(trace.reasons),
             timings_ms=dict(trace.timings_ms),
+            standalone_query=found.query,
         )
 
     def _degrade_generation(self, trace: _Trace, exc: RagkitError) -> None:
@@ -316,15 +320,18 @@ class Pipeline:
         top_k: int = DEFAULT_TOP_K,
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
+        history: Sequence[Turn] = (),
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
         started = time.perf_counter()  # the first_token stage: what a reader waits before any text
+        question = standalone_query(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         trace = self._trace_of(found)
         yield (
             "sources",
             {
                 "sources": [hit_to_dict(h) for h in found.hits],
+                "standalone_query": found.query,
                 "mode_used": found.mode_used,
                 "degraded": found.degraded,
                 "reasons": list(found.reasons),

@@ -26,6 +26,7 @@ from ragkit.http.schemas import (
     SearchResponse,
     error_responses,
 )
+from ragkit.rag.conversation import Turn
 
 TAG = "rag"
 router = APIRouter()
@@ -93,14 +94,15 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 async def query(body: QueryRequest, request: Request):  # noqa: ANN201 - JSON or a stream
     """Answer a question from a collection, citing the passages used as [n]."""
     pipeline = services_of(request).pipeline
+    history = [Turn(t.role, t.content) for t in body.history]
     if not body.stream:
         result = await pipeline.answer(
-            body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters
+            body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters, history=history
         )
         return _answer_response(result)
 
     events = pipeline.answer_stream(
-        body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters
+        body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters, history=history
     )
     # Retrieval happens before the first event: its errors (404, 422, 503) are still plain
     # HTTP errors, not a stream that starts and then fails.
