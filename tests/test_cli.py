@@ -20,6 +20,7 @@ from ragkit.cli import main
 from ragkit.cli.reference import current_section, render
 from tests.conftest import REPO, SECRET, Stack
 from tests.support.live import free_port
+from tests.support.serve import ctrl_c_works
 
 
 @pytest.fixture
@@ -126,6 +127,7 @@ def test_ragkit_up_starts_a_service_with_the_sample_collection(tmp_path: Path) -
         text=True,
         # Its own process group, so whatever it leaves behind can be found (and cleaned up) by group.
         start_new_session=True,
+        preexec_fn=ctrl_c_works,
     )
     output = []
     try:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO, SECRET
 from tests.support.live import free_port
+from tests.support.serve import ctrl_c_works
 
 APP = "import streamlit as st\n\nst.write('ragkit launcher test')\n"
 # Holds a port in a process of its own, so the pid and command line `ragkit up` names are not ours.
@@ -104,6 +105,7 @@ class Up:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=ctrl_c_works,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

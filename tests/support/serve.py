@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+
+def ctrl_c_works() -> None:
+    """A ``preexec_fn`` for children a test stops with SIGINT, as a person's Ctrl+C would.
+
+    A shell starts a background job (``make test &``) with SIGINT ignored, children inherit that,
+    and Python then leaves it ignored: the child would never see the test's Ctrl+C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
