@@ -98,3 +98,17 @@ async def test_stopping_the_service_does_not_wait_for_a_quiet_moment(
     await asyncio.wait_for(services.close(), WAIT_S)
     assert starts == [0], "the scheduled build still ran, once, before the store closed"
 
+
+
+@pytest.mark.anyio
+async def test_two_waiting_builds_both_go_when_the_search_ends() -> None:
+    from ragkit.rag.activity import ReadActivity
+
+    activity = ReadActivity()
+    with activity.reading():
+        first = asyncio.ensure_future(activity.until_quiet(0.0, WAIT_S))
+        second = asyncio.ensure_future(activity.until_quiet(0.0, WAIT_S))
+        await asyncio.sleep(0)  # both start waiting (one turn of the loop, not a timed wait)
+        assert not first.done() and not second.done()
+    # One search ending wakes every waiter, not only the last to wait.
+    assert await asyncio.wait_for(asyncio.gather(first, second), WAIT_S) == [True, True]

@@ -19,7 +19,7 @@ class ReadActivity:
         self._clock = clock
         self._in_flight = 0
         self._last_end = -math.inf
-        self._changed: asyncio.Event | None = None  # made on first use, on the loop that uses it
+        self._waiters: set[asyncio.Event] = set()  # one per until_quiet() call, woken when a search ends
 
     @property
     def in_flight(self) -> int:
@@ -34,8 +34,8 @@ class ReadActivity:
         finally:
             self._in_flight -= 1
             self._last_end = self._clock()
-            if self._changed is not None:
-                self._changed.set()
+            for waiter in self._waiters:
+                waiter.set()
 
     async def until_quiet(self, quiet_s: float, max_wait_s: float) -> bool:
         """Wait until no search is in flight and none has ended for ``quiet_s`` seconds; True then,
@@ -50,7 +50,10 @@ class ReadActivity:
                 return False
             # A search ending wakes us; otherwise the quiet period (or the deadline) ends by itself.
             wait_s = deadline - now if self._in_flight else min(quiet_s - idle_for, deadline - now)
-            self._changed = self._changed or asyncio.Event()
-            self._changed.clear()
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=wait_s)
+            ended = asyncio.Event()
+            self._waiters.add(ended)
+            try:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), timeout=wait_s)
+            finally:
+                self._waiters.discard(ended)
