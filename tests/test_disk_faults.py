@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ from ragkit.core.types import CollectionSpec, Point, SparseVector
 from ragkit.rag.feedback import FeedbackLog, validate_feedback
 from tests.conftest import SECRET
 from tests.support.live import free_port
+from tests.support.serve import wait_for_startup
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -141,24 +142,19 @@ def serve(tmpfs, tmp_path: Path) -> Iterator[Callable[..., Served]]:  # noqa: AN
             },
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
-            stderr=stderr.open("wb"),
+            # Waited for: read through a pipe until uvicorn's startup line (and copied to the file);
+            # expected to refuse: straight into the file, read once it has exited.
+            stderr=subprocess.PIPE if ready else stderr.open("wb"),
+            text=ready,
         )
         served = Served(
-            process, httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Service-Token": SECRET}, timeout=60),
+            process,
+            httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-Service-Token": SECRET}, timeout=60),
             stderr,
         )
         started.append(served)
         if ready:
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while True:
-                assert served.alive(), f"ragkit serve exited with {process.returncode}: {stderr.read_text()[-3000:]}"
-                try:
-                    if served.http.get("/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"ragkit serve was not ready within {START_TIMEOUT_S} s"
-                time.sleep(0.1)  # polling for the port to answer, bounded by the deadline
+            wait_for_startup(process, stderr)
         return served
 
     yield start
@@ -171,13 +167,6 @@ def exit_code(served: Served, timeout_s: float = START_TIMEOUT_S) -> int:
         return served.process.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         pytest.fail(f"ragkit serve was expected to refuse to start; it still runs after {timeout_s} s")
-
-
-def until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
-        time.sleep(0.2)  # polling the condition, bounded by the deadline
 
 
 def assert_insufficient_storage(answer: httpx.Response) -> None:
@@ -207,7 +196,8 @@ def test_creating_a_collection_on_a_5_mb_disk_is_a_507_and_the_service_lives_on(
 
 
 def test_a_full_disk_refuses_writes_keeps_what_is_stored_and_writes_resume_once_space_is_freed(
-    tmpfs, serve  # noqa: ANN001
+    tmpfs,
+    serve,  # noqa: ANN001
 ) -> None:
     disk = tmpfs("160m")
     data = disk / "data"
@@ -233,7 +223,7 @@ def test_a_full_disk_refuses_writes_keeps_what_is_stored_and_writes_resume_once_
     assert service.alive()
 
     ballast.unlink()
-    until(lambda: service.ingest(AFTER).status_code == 200, "ingesting once the space was freed")
+    wait_until(lambda: service.ingest(AFTER).status_code == 200, "ingesting once the space was freed", timeout_s=60)
     assert service.found("lava magma volcano")[0] == "volcano"
 
     service.stop()
@@ -261,7 +251,11 @@ def test_a_restart_on_a_full_tmpfs_refuses_to_open_a_collection_until_space_is_f
     assert service.alive()
 
     ballast.unlink()
-    until(lambda: service.search("moon gravity tides").status_code == 200, "searching once the space was freed")
+    wait_until(
+        lambda: service.search("moon gravity tides").status_code == 200,
+        "searching once the space was freed",
+        timeout_s=60,
+    )
     assert service.found("moon gravity tides")[0] == "tides"
 
 
@@ -310,13 +304,19 @@ def test_a_collection_another_process_holds_is_a_503_until_it_lets_go(serve, tmp
     # A tool that opens the shard itself, around the service's folder lock: Edge locks the WAL.
     shard = data / "qdrant-edge" / "collections" / "notes" / "shard"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, qdrant_edge
             shard = qdrant_edge.EdgeShard.load({str(shard)!r})
             print("holding", flush=True)
             sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "holding"
@@ -328,7 +328,11 @@ def test_a_collection_another_process_holds_is_a_503_until_it_lets_go(serve, tmp
     finally:
         holder.stdin.close()  # the holder exits and its WAL lock goes with it
         holder.wait(timeout=30)
-    until(lambda: service.search("moon gravity tides").status_code == 200, "searching once the holder let go")
+    wait_until(
+        lambda: service.search("moon gravity tides").status_code == 200,
+        "searching once the holder let go",
+        timeout_s=60,
+    )
 
 
 # ---------------------------------------------------------------------------- the store and the logs

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
@@ -20,6 +21,7 @@ import pytest
 
 from ragkit.core.logs import Redactor
 from tests.support.live import free_port
+from tests.support.serve import wait_for_startup
 
 # 48 bytes, with characters a URL must encode: what is logged is the encoded form.
 SERVE_SECRET = "k+y/With=Odd&Chars?" + "s" * 29
@@ -30,6 +32,10 @@ DOCUMENTS = f"{COLLECTIONS}/missing/documents"
 
 def forms(secret: str) -> list[str]:
     return [secret, quote(secret), quote(secret, safe=""), quote_plus(secret)]
+
+
+# The thread copying each service's stderr into its stderr.log, by the test's folder.
+COPYING: dict[Path, threading.Thread] = {}
 
 
 @pytest.fixture
@@ -43,31 +49,31 @@ def served(tmp_path: Path):  # noqa: ANN201
         "HF_HUB_OFFLINE": "1",
     }
     env.pop("RAGKIT_TRUSTED_PROXIES", None)
-    out, err = (tmp_path / "stdout.log").open("wb"), (tmp_path / "stderr.log").open("wb")
+    out = (tmp_path / "stdout.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)], env=env, cwd=tmp_path, stdout=out, stderr=err
+        [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=out,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    # Ready when uvicorn says so; every stderr line still lands in stderr.log, which the test reads.
+    COPYING[tmp_path] = wait_for_startup(process, tmp_path / "stderr.log")
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
     with httpx.Client(base_url=url, timeout=10) as client:
-        while True:
-            assert process.poll() is None, (tmp_path / "stderr.log").read_text()
-            try:
-                if client.get("/health/live").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "ragkit serve did not answer within 180 s"
-            time.sleep(0.1)  # polling for the port, bounded by the deadline
         yield client, process, tmp_path
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     out.close()
-    err.close()
 
 
 def everything_logged(tmp_path: Path) -> str:
+    """Every log of the (stopped) service, its stderr copied to the last line."""
+    copying = COPYING.pop(tmp_path, None)
+    if copying is not None:
+        copying.join(timeout=60)  # the process has exited: the copy ends at its last line
     files = [tmp_path / "stdout.log", tmp_path / "stderr.log", *(tmp_path / "data" / "logs").glob("*")]
     return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files if f.is_file())
 

@@ -6,7 +6,7 @@ server) stopped and started under it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 
 import httpx
@@ -14,15 +14,9 @@ import pytest
 
 from tests.conftest import Stack
 from tests.support.fake_ollama import FakeOllama
+from tests.support.waiting import wait_until
 
 DEADLINE_S = 20.0  # generous: the checks are cached for a few seconds, and CI machines are slow
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
-        time.sleep(0.05)  # the poll interval, not a guess at how long anything takes
 
 
 def ready(stack: Stack) -> httpx.Response:
@@ -66,7 +60,9 @@ def test_an_ollama_host_unreachable_at_start_is_not_ready_until_it_answers(stack
     failed_at = datetime.fromisoformat(health["dependencies"]["embedder"]["last_check"]["at"])
 
     down_fake.start()  # the host comes up on the same port; the service is not restarted
-    wait_for(lambda: ready(stack).status_code == 200, "/health/ready to turn 200 once Ollama answers")
+    wait_until(
+        lambda: ready(stack).status_code == 200, "/health/ready to turn 200 once Ollama answers", timeout_s=DEADLINE_S
+    )
     assert ready(stack).json() == {"status": "ready"}
     health = stack.anon.get("/health").json()
     assert health["status"] == "ok", health
@@ -81,8 +77,11 @@ def test_an_ollama_host_unreachable_at_start_is_not_ready_until_it_answers(stack
     # Once the models have answered, losing them later degrades answers but keeps the replica in
     # rotation: taking every replica out of a load balancer would turn a degraded service into none.
     down_fake.stop()
-    wait_for(lambda: stack.anon.get("/health").json()["dependencies"]["generator"]["status"] == "failing",
-             "/health to see Ollama gone")
+    wait_until(
+        lambda: stack.anon.get("/health").json()["dependencies"]["generator"]["status"] == "failing",
+        "/health to see Ollama gone",
+        timeout_s=DEADLINE_S,
+    )
     assert ready(stack).status_code == 200
 
 
@@ -125,8 +124,12 @@ def test_checks_are_cached_so_polling_does_not_hammer_ollama(stack_factory) -> N
 def test_the_probe_sees_a_recovery_the_open_breaker_hides(stack_factory) -> None:  # noqa: ANN001
     with FakeOllama(dim=64) as fake:
         stack = stack_factory(
-            embedder="local", generator="ollama", ollama_host=fake.url, ollama_timeout_s=2.0,
-            breaker_fail_max=1, breaker_reset_s=300.0,
+            embedder="local",
+            generator="ollama",
+            ollama_host=fake.url,
+            ollama_timeout_s=2.0,
+            breaker_fail_max=1,
+            breaker_reset_s=300.0,
         )
         assert ready(stack).status_code == 200
         assert stack.http.post("/api/v1/rag/collections", json={"name": "docs"}).status_code == 201
@@ -138,12 +141,20 @@ def test_the_probe_sees_a_recovery_the_open_breaker_hides(stack_factory) -> None
         answer = stack.http.post("/api/v1/rag/query", json=question)
         assert answer.json()["degraded"] is True
         assert stack.anon.get("/health").json()["circuit_breakers"]["ollama_generation"] == "open"
-        wait_for(lambda: last_check(stack, "generator")["ok"] is False, "the check to see the host is gone")
+        wait_until(
+            lambda: last_check(stack, "generator")["ok"] is False,
+            "the check to see the host is gone",
+            timeout_s=DEADLINE_S,
+        )
         assert ready(stack).status_code == 200, "it answered once: degraded answers keep the replica serving"
 
         fake.start()
         # The breaker stays open for its 300 s reset time; the probe goes around it and sees the host back.
-        wait_for(lambda: last_check(stack, "generator")["ok"] is True, "the check to see the host answer again")
+        wait_until(
+            lambda: last_check(stack, "generator")["ok"] is True,
+            "the check to see the host answer again",
+            timeout_s=DEADLINE_S,
+        )
         health = stack.anon.get("/health").json()
         assert health["circuit_breakers"]["ollama_generation"] == "open"
         assert health["dependencies"]["generator"]["last_check"]["ok"] is True
@@ -162,7 +173,7 @@ def test_the_embedded_default_is_ready_at_once_and_reports_its_checks(stack: Sta
 def test_a_store_that_stops_answering_makes_the_service_unready(stack: Stack) -> None:
     assert ready(stack).status_code == 200
     stack.services.store.close()  # the fault: the store is gone from under the service
-    wait_for(lambda: ready(stack).status_code == 503, "/health/ready to see the store is gone")
+    wait_until(lambda: ready(stack).status_code == 503, "/health/ready to see the store is gone", timeout_s=DEADLINE_S)
     health = stack.anon.get("/health").json()
     assert health["status"] == "down"
     assert health["dependencies"]["store"]["last_check"]["ok"] is False

@@ -31,10 +31,34 @@ def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
     )
+    wait_for_startup(process)
+    return process
+
+
+def wait_for_startup(process: subprocess.Popen, log: Path | None = None) -> threading.Thread:
+    """Block until the child's stderr (a text pipe) says uvicorn has started the app, copying every
+    line to ``log`` when given; then keep draining it, so a full pipe never blocks the service.
+    RuntimeError, with what it wrote, if it exits first. Returns the draining thread: join it once
+    the process has exited to have every line in ``log``."""
     assert process.stderr is not None
+    sink = log.open("a", encoding="utf-8") if log is not None else None
+    seen: list[str] = []
+
+    def copy(line: str) -> None:
+        if sink is not None:
+            sink.write(line)
+            sink.flush()
+
     for line in process.stderr:
+        seen.append(line)
+        copy(line)
         if "Application startup complete" in line:
-            # Keep reading its log, so a full pipe never blocks the service later.
-            threading.Thread(target=process.stderr.read, daemon=True).start()
-            return process
-    raise RuntimeError(f"the service exited with {process.wait()} before it started")
+
+            def drain() -> None:
+                for rest in process.stderr:
+                    copy(rest)
+
+            drainer = threading.Thread(target=drain, daemon=True)
+            drainer.start()
+            return drainer
+    raise RuntimeError(f"the service exited with {process.wait()} before it started:\n{''.join(seen)[-3000:]}")
