@@ -7,7 +7,7 @@ import json
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from ragkit.workbench.ui import connection, display, evaluation, prometheus
 from tests.conftest import REPO, SECRET, Stack, start_stack
 from tests.support.fake_ollama import FakeOllama
 from tests.support.live import free_port
+from tests.support.waiting import wait_until
 from tests.test_loaders import make_pdf
 
 APP = REPO / "app.py"
@@ -460,16 +461,8 @@ def fake_notebook(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return gate
 
 
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 20) -> None:
-    """Poll an observable condition until it holds; at the deadline, fail saying what never happened."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
-        time.sleep(0.02)  # the poll interval, not a guess at how long anything takes
-
-
 def wait_for(job: evaluation.EvaluationJob, seconds: float = 20) -> None:
-    wait_until(lambda: not job.running, "the run to end", seconds)
+    wait_until(lambda: not job.running, "the run to end", timeout_s=seconds)
 
 
 def test_evaluation_starts_a_run_and_shows_its_progress(loaded: Stack, workdir: Path, fake_notebook: Path) -> None:
@@ -491,7 +484,7 @@ def test_evaluation_starts_a_run_and_shows_its_progress(loaded: Stack, workdir: 
         "-p", "max_documents", "None", "-p", "note", "from the UI", "-p", "pause", "0.01"]
     assert job.output_dir.parent == workdir / "data" / "runs" and job.output_dir.name.endswith("-evaluate")
     # The run holds after its first cell until the gate opens: it is surely running when the page looks.
-    wait_until(lambda: job.cells() == (1, 4) or not job.running, "the run's first cell")
+    wait_until(lambda: job.cells() == (1, 4) or not job.running, "the run's first cell", timeout_s=20)
     at.run()
     assert job.running, job.output()
     assert "cell 1 of 4" in at.get("progress")[0].proto.text  # shown while it runs
