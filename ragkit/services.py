@@ -11,6 +11,7 @@ from ragkit.adapters.breakers import CACHE, BreakerBoard
 from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
 from ragkit.adapters.guarded import GuardedEmbedder, GuardedGenerator, GuardedStore
 from ragkit.core.config import Settings
+from ragkit.core.errors import ConfigurationError
 from ragkit.core.metrics import Metrics
 from ragkit.core.types import Cache, Embedder, Generator, VectorStore
 from ragkit.rag.activity import ReadActivity
@@ -82,7 +83,29 @@ def edge_folder(settings: Settings) -> Path:
     return settings.data_dir / "qdrant-edge"
 
 
+def _openai_setting(value: str | None, variable: str, kind: str) -> str:
+    """A setting the OpenAI-compatible backend cannot start without: refused at start, by name."""
+    if not value:
+        hint = (
+            "to the server's API root, e.g. http://127.0.0.1:8000/v1"
+            if variable == "OPENAI_BASE_URL"
+            else "to a model the server serves (its GET /models lists them)"
+        )
+        raise ConfigurationError(f"{kind}=openai needs {variable}: set it {hint}")
+    return value
+
+
 def _build_embedder(settings: Settings) -> Embedder:
+    if settings.embedder_kind == "openai":
+        from ragkit.adapters.embedders.openai import OpenAIEmbedder
+
+        return OpenAIEmbedder(
+            base_url=_openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_EMBEDDER"),
+            model=_openai_setting(settings.openai_embed_model, "OPENAI_EMBED_MODEL", "RAGKIT_EMBEDDER"),
+            timeout_s=settings.openai_timeout_s,
+            api_key=settings.openai_key,
+            batch_size=settings.openai_embed_batch_size,
+        )
     if settings.embedder_kind == "ollama":
         from ragkit.adapters.embedders.ollama import OllamaEmbedder
 
@@ -104,6 +127,15 @@ def _build_embedder(settings: Settings) -> Embedder:
 
 
 def _build_generator(settings: Settings) -> Generator:
+    if settings.generator_kind == "openai":
+        from ragkit.adapters.generators.openai import OpenAIGenerator
+
+        return OpenAIGenerator(
+            base_url=_openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_GENERATOR"),
+            model=_openai_setting(settings.openai_model, "OPENAI_MODEL", "RAGKIT_GENERATOR"),
+            timeout_s=settings.openai_timeout_s,
+            api_key=settings.openai_key,
+        )
     if settings.generator_kind == "ollama":
         from ragkit.adapters.generators.ollama import OllamaGenerator
 

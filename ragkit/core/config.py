@@ -11,7 +11,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ragkit.core.types import MAX_TOP_K
@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     api_url: str = _env("RAGKIT_API_URL", DEFAULT_API_URL)
     ui_port: int = _env("RAGKIT_UI_PORT", 8501)
 
-    embedder: Literal["local", "ollama"] | None = _env("RAGKIT_EMBEDDER")
-    generator: Literal["extractive", "ollama"] | None = _env("RAGKIT_GENERATOR")
+    embedder: Literal["local", "ollama", "openai"] | None = _env("RAGKIT_EMBEDDER")
+    generator: Literal["extractive", "ollama", "openai"] | None = _env("RAGKIT_GENERATOR")
     # The local model runs on ONNX Runtime (exported from the shipped weights at first use, into
     # model_cache_dir) or on torch through sentence-transformers; both give the same vectors.
     local_backend: Literal["onnx", "torch"] = _env("RAGKIT_LOCAL_BACKEND", "onnx")
@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     ollama_embed_model: str = _env("OLLAMA_EMBED_MODEL", "nomic-embed-text")
     ollama_chat_model: str = _env("OLLAMA_CHAT_MODEL", "llama3.2")
     ollama_timeout_s: float = _env("RAGKIT_OLLAMA_TIMEOUT", 60.0, gt=0)
+
+    # Any OpenAI-compatible server (vLLM, llama.cpp, LM Studio, TEI, hosted APIs), chosen only by
+    # RAGKIT_EMBEDDER / RAGKIT_GENERATOR=openai; the names are the openai client's own. No model
+    # has a default: each server names its models its own way. The key is a SecretStr, so no
+    # repr or dump of the settings shows it.
+    openai_base_url: str | None = _env("OPENAI_BASE_URL")
+    openai_api_key: SecretStr | None = _env("OPENAI_API_KEY")
+    openai_model: str | None = _env("OPENAI_MODEL")
+    openai_embed_model: str | None = _env("OPENAI_EMBED_MODEL")
+    openai_timeout_s: float = _env("RAGKIT_OPENAI_TIMEOUT", 60.0, gt=0)
+    # Inputs per embeddings request: Text Embeddings Inference refuses more than 32 by default.
+    openai_embed_batch_size: int = _env("RAGKIT_OPENAI_EMBED_BATCH_SIZE", 32, ge=1, le=2048)
 
     qdrant_url: str | None = _env("QDRANT_URL")
     qdrant_api_key: str | None = _env("QDRANT_API_KEY")
@@ -95,7 +107,16 @@ class Settings(BaseSettings):
     optimize_quiet_s: float = _env("RAGKIT_OPTIMIZE_QUIET_S", 1.0, ge=0)
     optimize_max_defer_s: float = _env("RAGKIT_OPTIMIZE_MAX_DEFER_S", 300.0, ge=0)
 
-    @field_validator("ollama_host", "qdrant_url", "redis_url", mode="before")
+    @field_validator(
+        "ollama_host",
+        "qdrant_url",
+        "redis_url",
+        "openai_base_url",
+        "openai_api_key",
+        "openai_model",
+        "openai_embed_model",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -109,6 +130,11 @@ class Settings(BaseSettings):
     def ollama_url(self) -> str:
         """Where Ollama is asked: OLLAMA_HOST, else Ollama's own default address."""
         return self.ollama_host or "http://127.0.0.1:11434"
+
+    @property
+    def openai_key(self) -> str | None:
+        """The OpenAI-compatible server's API key, in the clear: for the client only, never a message."""
+        return self.openai_api_key.get_secret_value() if self.openai_api_key else None
 
     @property
     def model_cache_dir(self) -> Path:

@@ -1,0 +1,109 @@
+"""Answers from an OpenAI-compatible chat model (``POST /chat/completions``), whole or streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractContextManager, aclosing
+from typing import Any
+
+import anyio
+
+from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages, check_request
+from ragkit.adapters.openai_client import DEPENDENCY, LoopBoundClient, request_headers, translating
+from ragkit.core.errors import ConfigurationError, DependencyUnavailable
+from ragkit.core.types import Hit
+
+BREAKER = "openai_generation"
+
+
+class OpenAIGenerator:
+    """Implements ``ragkit.core.types.Generator`` through the official ``openai`` async client, for
+    vLLM, llama.cpp's server, LM Studio and hosted APIs alike.
+
+    ``timeout_s`` bounds the whole answer for ``generate``; for ``stream`` it bounds the wait for
+    each piece (a model that keeps producing tokens is healthy, however long the answer).
+    ``options`` go into the request body as they are (temperature, max_tokens, a server's own
+    sampling parameters), so a server-specific one needs no change here.
+    """
+
+    breaker_name = BREAKER
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        timeout_s: float,
+        api_key: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        max_context_chars: int = DEFAULT_MAX_CONTEXT_CHARS,
+    ) -> None:
+        if not model:
+            raise ConfigurationError("OpenAIGenerator needs a model name: set OPENAI_MODEL")
+        self.model = model
+        self.timeout_s = timeout_s
+        self.options = dict(options or {})
+        self.max_context_chars = max_context_chars
+        self.name = f"openai:{model}"
+        self._client = LoopBoundClient(base_url, api_key, timeout_s)
+        self.base_url = self._client.base_url
+
+    def __repr__(self) -> str:
+        return f"OpenAIGenerator(base_url={self.base_url!r}, model={self.model!r})"
+
+    def _translating(self) -> AbstractContextManager[None]:
+        return translating(client=self._client, model=self.model, role="generation")
+
+    def _request(self, question: str, hits: Sequence[Hit], *, stream: bool) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": build_messages(question, hits, max_context_chars=self.max_context_chars),
+            "stream": stream,
+            "extra_body": self.options or None,
+            "extra_headers": request_headers(),
+        }
+
+    async def probe(self) -> None:
+        """``GET /models``: shows that the host answers and takes the key, without generating a
+        token. Whether the model is among those listed is not checked: llama.cpp's server and LM
+        Studio answer for whatever model name they are sent, so a name they do not list is no
+        fault there; a server that does check (vLLM) says so on the first answer, with the fix.
+        Health checks bound the probe with a short timeout."""
+        with self._translating():
+            await self._client.get().models.list(extra_headers=request_headers())
+
+    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+        check_request(question, hits)
+        if not hits:
+            # Nothing to ground an answer in: asking the model would only invite one from memory.
+            return NOTHING_FOUND
+        with self._translating():
+            with anyio.fail_after(self.timeout_s):
+                response = await self._client.get().chat.completions.create(
+                    **self._request(question, hits, stream=False)
+                )
+            if not response.choices:
+                raise DependencyUnavailable(
+                    DEPENDENCY, f"the server at {self.base_url} answered with no choices (model '{self.model}')"
+                )
+            return response.choices[0].message.content or ""
+
+    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+        check_request(question, hits)
+        if not hits:
+            yield NOTHING_FOUND
+            return
+        # Errors may come at the call (refused, 4xx/5xx) or while reading (reset, stalled, an error
+        # event): both are inside the translation, so the pipeline sees one of ours either way.
+        with self._translating():
+            parts = await self._client.get().chat.completions.create(**self._request(question, hits, stream=True))
+            # aclosing: a consumer that stops early (client gone) must release the connection
+            # now, which also tells the server to stop generating, rather than whenever GC runs.
+            async with aclosing(parts):
+                async for chunk in parts:
+                    # The last chunk may carry only usage, and the first only the role.
+                    content = chunk.choices[0].delta.content if chunk.choices else None
+                    if content:
+                        yield content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
