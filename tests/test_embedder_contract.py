@@ -1,7 +1,8 @@
 """The Embedder contract, written once and run against every embedder: MiniLM in process (the real
-model) and OllamaEmbedder through the official client against the Ollama stand-in (a real HTTP
-server). Whatever one of them promises here, the other must keep too, so switching
-RAGKIT_EMBEDDER never changes how the pipeline sees an embedder behave.
+model), OllamaEmbedder through the official client against the Ollama stand-in, and OpenAIEmbedder
+through the openai client against the OpenAI-compatible stand-in (both real HTTP servers).
+Whatever one of them promises here, the others must keep too, so switching RAGKIT_EMBEDDER never
+changes how the pipeline sees an embedder behave.
 
 What each implementation does that the other cannot (request shapes, the dimension probe, the
 model's own tokenizer) stays in test_embedders.py; how every Ollama failure is translated is in
@@ -22,13 +23,15 @@ import pytest
 from ragkit.adapters.embedders.local import LocalEmbedder
 from ragkit.adapters.embedders.ollama import OllamaEmbedder
 from ragkit.adapters.embedders.onnx import OnnxEmbedder
+from ragkit.adapters.embedders.openai import OpenAIEmbedder
 from ragkit.core.errors import DependencyError, InvalidInput
 from tests.support.fake_ollama import FakeOllama
+from tests.support.fake_openai import EMBEDDINGS, FakeOpenAI
 
 # The case fixture is async (it closes the Ollama client's connections on its own loop).
 pytestmark = pytest.mark.anyio
 
-IMPLEMENTATIONS = ("local", "onnx", "ollama")
+IMPLEMENTATIONS = ("local", "onnx", "ollama", "openai")
 FAKE_DIM = 64  # deliberately not 384, so no check passes by assuming MiniLM's size
 TIMEOUT_S = 2.0
 
@@ -45,7 +48,7 @@ TOPICS = [
 class Case:
     """One embedder under test, with what the contract needs to know about it."""
 
-    embedder: Any  # LocalEmbedder | OllamaEmbedder: the Embedder protocol plus ensure_dimension
+    embedder: Any  # LocalEmbedder | OllamaEmbedder | OpenAIEmbedder: the Embedder protocol plus ensure_dimension
     name: str
     breaker_name: str
     dimension: int
@@ -200,6 +203,58 @@ def _ollama_case(fake: FakeOllama, embedder: OllamaEmbedder) -> Case:
     )
 
 
+def _openai_case(fake: FakeOpenAI, embedder: OpenAIEmbedder) -> Case:
+    def mode(name: str) -> Callable[[], AbstractContextManager[None]]:
+        @contextmanager
+        def broken() -> Iterator[None]:
+            fake.mode = name
+            try:
+                yield
+            finally:
+                fake.mode = "ok"
+
+        return broken
+
+    @contextmanager
+    def stopped() -> Iterator[None]:
+        fake.stop()
+        try:
+            yield
+        finally:
+            fake.start()
+
+    @contextmanager
+    def stalled() -> Iterator[None]:
+        # Held past the embedder's timeout; healed (and the held request answered) on exit.
+        fake.set_mode("slow", seconds=TIMEOUT_S * 5)
+        try:
+            yield
+        finally:
+            fake.mode = "ok"
+
+    return Case(
+        embedder=embedder,
+        name="openai:fake-embed",
+        breaker_name="openai_embedding",
+        dimension=FAKE_DIM,
+        dependency="openai",
+        backend_calls=lambda: fake.count(EMBEDDINGS),
+        faults={
+            "http-500": (mode("error"), "HTTP 500"),
+            "busy": (mode("busy"), "busy"),
+            "reset": (mode("reset"), "dropped the connection"),
+            "stopped": (stopped, "cannot connect to"),
+            "slow": (stalled, "did not answer within"),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(dim=FAKE_DIM) as fake:
+        yield fake
+
+
 @pytest.fixture(params=IMPLEMENTATIONS)
 async def case(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, fake_server: FakeOllama
@@ -210,6 +265,17 @@ async def case(
         return
     if request.param == "onnx":
         yield _onnx_case(request.getfixturevalue("onnx_embedder"), monkeypatch)
+        return
+    if request.param == "openai":
+        fake = request.getfixturevalue("fake_openai_server")
+        fake.start()
+        fake.mode = "ok"
+        fake.reset_counters()
+        embedder = OpenAIEmbedder(fake.base_url, "fake-embed", TIMEOUT_S, api_key="sk-test")
+        try:
+            yield _openai_case(fake, embedder)
+        finally:
+            await embedder.aclose()
         return
     fake_server.start()
     fake_server.mode = "ok"
@@ -230,7 +296,8 @@ def check_vectors(vectors: list[list[float]], count: int, dimension: int) -> Non
     for vector in vectors:
         assert isinstance(vector, list) and len(vector) == dimension
         assert all(type(x) is float and math.isfinite(x) for x in vector)
-        # Both normalise (MiniLM by request, Ollama's /api/embed always): cosine and dot agree.
+        # All normalise (MiniLM by request, Ollama's /api/embed always, the OpenAI adapter itself,
+        # whatever its server sends): cosine and dot agree.
         assert math.sqrt(sum(x * x for x in vector)) == pytest.approx(1.0, abs=1e-4)
 
 

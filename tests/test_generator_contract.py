@@ -1,5 +1,6 @@
 """The Generator contract, written once and run against every generator: the extractive answerer,
-and OllamaGenerator through the official client against the Ollama stand-in (a real HTTP server).
+OllamaGenerator through the official client against the Ollama stand-in, and OpenAIGenerator
+through the openai client against the OpenAI-compatible stand-in (both real HTTP servers).
 
 The pipeline swaps one for the other when the LLM is down, so whatever one promises here, the
 other must keep too. What only one of them does (which sentences the extractive one quotes, the
@@ -18,14 +19,16 @@ from typing import Any
 import pytest
 
 from ragkit.adapters.generators import NOTHING_FOUND, ExtractiveGenerator, OllamaGenerator
+from ragkit.adapters.generators.openai import OpenAIGenerator
 from ragkit.core.errors import InvalidInput
 from ragkit.core.types import Hit
 from tests.support.fake_ollama import FakeOllama
+from tests.support.fake_openai import CHAT, FakeOpenAI
 
 # The case fixture is async (it closes the Ollama client's connections on its own loop).
 pytestmark = pytest.mark.anyio
 
-IMPLEMENTATIONS = ("extractive", "ollama")
+IMPLEMENTATIONS = ("extractive", "ollama", "openai")
 TIMEOUT_S = 2.0
 MODEL = "llama3.2"
 
@@ -44,7 +47,7 @@ QUESTIONS = ["What is Qdrant written in?", "Which port does the Ollama API use?"
 
 @dataclass
 class Case:
-    generator: Any  # ExtractiveGenerator | OllamaGenerator
+    generator: Any  # ExtractiveGenerator | OllamaGenerator | OpenAIGenerator
     name: str
     breaker_name: str
     backend_calls: Callable[[], int]  # model requests so far (the extractive one has no backend)
@@ -63,8 +66,42 @@ def fake_server() -> Iterator[FakeOllama]:
         yield fake
 
 
+@pytest.fixture(scope="module")
+def fake_openai_server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+def paced_by(fake: FakeOllama) -> Callable[[], AbstractContextManager[None]]:
+    @contextmanager
+    def paced() -> Iterator[None]:
+        fake.stream_delay = 0.05
+        try:
+            yield
+        finally:
+            fake.stream_delay = 0.0
+
+    return paced
+
+
 @pytest.fixture(params=IMPLEMENTATIONS)
-async def case(request: pytest.FixtureRequest, fake_server: FakeOllama) -> AsyncIterator[Case]:
+async def case(request: pytest.FixtureRequest) -> AsyncIterator[Case]:
+    if request.param == "openai":
+        fake = request.getfixturevalue("fake_openai_server")
+        fake.mode = "ok"
+        fake.reset_counters()
+        generator = OpenAIGenerator(fake.base_url, MODEL, TIMEOUT_S, api_key="sk-test", options={"temperature": 0})
+        try:
+            yield Case(
+                generator=generator,
+                name=f"openai:{MODEL}",
+                breaker_name="openai_generation",
+                backend_calls=lambda: fake.count(CHAT),
+                paced=paced_by(fake),
+            )
+        finally:
+            await generator.aclose()
+        return
     if request.param == "extractive":
         yield Case(
             generator=ExtractiveGenerator(),
@@ -74,19 +111,11 @@ async def case(request: pytest.FixtureRequest, fake_server: FakeOllama) -> Async
             paced=nullcontext,
         )
         return
+    fake_server = request.getfixturevalue("fake_server")
     fake_server.start()
     fake_server.mode = "ok"
     fake_server.chat_reply = None
     fake_server.reset_counters()
-
-    @contextmanager
-    def paced() -> Iterator[None]:
-        fake_server.stream_delay = 0.05
-        try:
-            yield
-        finally:
-            fake_server.stream_delay = 0.0
-
     generator = OllamaGenerator(fake_server.url, MODEL, TIMEOUT_S, options={"temperature": 0})
     try:
         yield Case(
@@ -94,7 +123,7 @@ async def case(request: pytest.FixtureRequest, fake_server: FakeOllama) -> Async
             name=f"ollama:{MODEL}",
             breaker_name="ollama_generation",
             backend_calls=lambda: fake_server.count("/api/chat"),
-            paced=paced,
+            paced=paced_by(fake_server),
         )
     finally:
         await generator.aclose()
