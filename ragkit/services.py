@@ -158,12 +158,12 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     store = GuardedStore(_build_store(settings), breakers, metrics, timeout_s=settings.qdrant_timeout_s)
     guarded_embedder = GuardedEmbedder(embedder or _build_embedder(settings), breakers)
     backend_generator = _build_generator(settings)
-    generator = GuardedGenerator(backend_generator, breakers)
-    fallback = (
-        generator
-        if isinstance(backend_generator, ExtractiveGenerator)
-        else GuardedGenerator(ExtractiveGenerator(), breakers)
-    )
+    # The extractive answerer scores sentences by meaning with the collections' own embedder.
+    extractive = GuardedGenerator(ExtractiveGenerator(embedder=guarded_embedder), breakers)
+    if isinstance(backend_generator, ExtractiveGenerator):
+        generator = fallback = extractive
+    else:
+        generator, fallback = GuardedGenerator(backend_generator, breakers), extractive
     cache: Cache = MemoryCache()
     if settings.redis_url:
         cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers[CACHE])

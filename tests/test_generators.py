@@ -1,5 +1,5 @@
-"""Generators: what only one of them does. Which sentences the extractive answerer quotes, the
-prompt, and what Ollama chat is sent and streams through the official client.
+"""Generators: what only one of them does. The prompt, and what Ollama chat is sent and streams
+through the official client (which units the extractive answerer quotes: test_extractive.py).
 
 What both promise is in test_generator_contract.py; how Ollama failures are translated is in
 test_error_translation.py.
@@ -15,7 +15,7 @@ from typing import Any
 import ollama
 import pytest
 
-from ragkit.adapters.generators import ExtractiveGenerator, OllamaGenerator, build_messages
+from ragkit.adapters.generators import OllamaGenerator, build_messages
 from ragkit.adapters.generators.prompt import SYSTEM_PROMPT, format_context
 from ragkit.core.errors import DependencyTimeout, DependencyUnavailable
 from ragkit.core.types import Hit
@@ -59,63 +59,6 @@ async def collect(pieces) -> list[str]:  # noqa: ANN001
 
 def citations(answer: str) -> list[int]:
     return [int(n) for n in re.findall(r"\[(\d+)\]", answer)]
-
-
-# --- extractive ------------------------------------------------------------------------------------
-
-
-@pytest.mark.anyio
-async def test_extractive_cites_the_hits_it_quotes() -> None:
-    generator = ExtractiveGenerator()
-    answer = await generator.generate("Which port does the Ollama HTTP API use?", HITS)
-
-    assert answer.startswith("It exposes an HTTP API on port 11434 [2].")
-    # Every marker points at a hit in the list given, and the cited text is really in that hit.
-    for sentence, number in re.findall(r"(.+?) \[(\d+)\][.!?]", answer):
-        assert 1 <= int(number) <= len(HITS)
-        assert sentence.strip() in HITS[int(number) - 1].text
-
-
-@pytest.mark.anyio
-async def test_extractive_numbers_follow_the_order_given() -> None:
-    reordered = [HITS[2], HITS[0], HITS[1]]
-    answer = await ExtractiveGenerator(max_sentences=1).generate("What is rich in potassium?", reordered)
-    assert answer == "Bananas are rich in potassium [1]."
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    "question", ["How are models pulled into Ollama?", "What does Qdrant filter?", "zzz", ""]
-)
-async def test_extractive_answers_the_same_without_an_event_loop(question: str) -> None:
-    # answer() serves notebooks and scripts; it must be the very text generate() gives.
-    generator = ExtractiveGenerator()
-    assert generator.answer(question, HITS) == await generator.generate(question, HITS)
-
-
-@pytest.mark.anyio
-async def test_extractive_streams_one_sentence_per_piece() -> None:
-    pieces = await collect(ExtractiveGenerator().stream("Qdrant vector database payload", HITS))
-    assert len(pieces) >= 2
-    assert all(len(citations(piece)) == 1 for piece in pieces)
-
-
-@pytest.mark.anyio
-async def test_extractive_respects_max_sentences_and_skips_repeats() -> None:
-    repeated = [HITS[0], hit(2, HITS[0].text)]  # overlapping chunks repeat sentences
-    answer = await ExtractiveGenerator(max_sentences=2).generate(
-        "Qdrant vector payload collections", repeated
-    )
-    assert len(citations(answer)) <= 2
-    assert set(citations(answer)) == {1}
-    assert len(set(re.findall(r"(.+?) \[\d\]", answer))) == len(citations(answer))
-
-
-@pytest.mark.anyio
-async def test_extractive_without_overlap_offers_the_top_passage() -> None:
-    answer = await ExtractiveGenerator().generate("Who painted the Mona Lisa?", HITS)
-    assert "do not answer this directly" in answer
-    assert citations(answer) == [1]
 
 
 # --- prompt --------------------------------------------------------------------------------------

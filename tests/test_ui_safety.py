@@ -29,7 +29,10 @@ REMOTE = "![x](http://127.0.0.1:9/x.png)"
 HOSTILE = {
     "id": "hostile",
     "title": "Embedding ![t](http://127.0.0.1:9/title.png) <b>pictures</b>",
-    "text": f"Images are embedded in the documents like {IMG} and like {REMOTE} in the text.",
+    # In code spans: the extractive answerer strips bare markup from what it quotes (the next
+    # test), so only this way does hostile text reach its answer, as an LLM's answer could anyway.
+    "text": f"Images are embedded in the documents like `{IMG}` and like `{REMOTE}` in the text. "
+    f"Bare markup such as {IMG} and {REMOTE} is stripped from quotes.",
     "metadata": {"note": "![m](http://127.0.0.1:9/m.png) <img src=y onerror=alert(2)>"},
 }
 QUESTION = "How are images embedded in the documents?"
@@ -101,6 +104,11 @@ def start(page: str | None = None) -> AppTest:
 def test_an_answer_quoting_markup_shows_it_as_text(hostile: Stack) -> None:
     body = hostile.http.post("/api/v1/rag/query", json={"question": QUESTION, "collection": "docs"}).json()
     assert IMG in body["answer"] and REMOTE in body["answer"]  # the service answers with the raw text
+
+    bare = hostile.http.post(
+        "/api/v1/rag/query", json={"question": "What happens to bare markup?", "collection": "docs"}
+    ).json()
+    assert "stripped from quotes [1]." in bare["answer"] and "<img" not in bare["answer"] and "](" not in bare["answer"]
 
     at = start()
     at.chat_input[0].set_value(QUESTION).run()

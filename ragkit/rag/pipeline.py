@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragkit.core.context import collection_var
 from ragkit.core.errors import DependencyError, InvalidInput, RagkitError, UpstreamRejected
 from ragkit.core.metrics import Metrics
 from ragkit.core.types import (
@@ -259,6 +260,7 @@ class Pipeline:
     ) -> AnswerResult:
         question = standalone_query(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
+        collection_var.set(collection)  # what the answer is written from (see core.context)
         trace = self._trace_of(found)
         t = time.perf_counter()
         generator = self.generator if found.hits else self.fallback_generator
@@ -326,6 +328,7 @@ class Pipeline:
         started = time.perf_counter()  # the first_token stage: what a reader waits before any text
         question = standalone_query(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
+        collection_var.set(collection)  # what the answer is written from (see core.context)
         trace = self._trace_of(found)
         yield (
             "sources",
