@@ -9,6 +9,8 @@ test_faults.py; what every backend promises alike is in the contract suites.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import logging
 import os
@@ -33,26 +35,13 @@ from tests.support.fake_openai import CHAT, EMBEDDINGS, FakeOpenAI
 from tests.support.live import free_port
 from tests.support.serve import start_serve, wait_for_startup
 from tests.support.waiting import wait_until
+from tests.test_degradation import DOCS, QUESTION, prepare  # the collection and question the Ollama tests use
+from tests.test_faults import sse_events
 
 KEY = "sk-live-" + "k3y" * 12  # what the stand-in demands, and what must never be shown
 TIMEOUT_S = 1.0
 SLACK_S = 1.5  # HTTP, BM25 and an extractive answer on a loaded two-core machine
 MODEL = "fake-chat"
-DOCS = [
-    {
-        "id": "breakers",
-        "title": "Circuit breakers",
-        "text": "A breaker opens after five consecutive failures. "
-        "While open, calls fail fast. After thirty seconds one probe is let through.",
-    },
-    {
-        "id": "tokens",
-        "title": "Tokens",
-        "text": "Rotate the service token by listing the new and the old secret "
-        "separated by a comma, then restart the service.",
-    },
-]
-QUESTION = {"question": "When does a breaker open?", "collection": "docs", "top_k": 2}
 HITS = (Hit(id="p1", score=1.0, text=DOCS[0]["text"], doc_id="breakers", chunk_index=0, title="Circuit breakers"),)
 
 
@@ -78,21 +67,6 @@ def generation_stack(stack_factory, fake: FakeOpenAI, **extra: object) -> Stack:
     stack = stack_factory(generator="openai", embedder="local", **openai_settings(fake, **extra))
     prepare(stack)
     return stack
-
-
-def prepare(stack: Stack) -> None:
-    assert stack.http.post("/api/v1/rag/collections", json={"name": "docs"}).status_code == 201
-    assert stack.http.post("/api/v1/rag/collections/docs/documents", json={"documents": DOCS}).status_code == 200
-
-
-def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    events, name = [], None
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            events.append((name, json.loads(line[5:])))
-    return events
 
 
 def reset_time_over(stack: Stack, breaker: str) -> Callable[[], bool]:
@@ -166,6 +140,7 @@ async def test_embeddings_are_batched_under_the_servers_limit_and_kept_in_order(
     fake.max_inputs = 8  # as TEI's --max-client-batch-size: more inputs in one request get 413
     fake.reverse_embeddings = True  # the API's index, not the list's order, says whose vector it is
     embedder = OpenAIEmbedder(fake.base_url, "fake-embed", TIMEOUT_S, api_key=KEY, batch_size=8)
+    too_many = OpenAIEmbedder(fake.base_url, "fake-embed", TIMEOUT_S, api_key=KEY, batch_size=9)
     texts = [f"passage number {i} about {'breakers' if i % 2 else 'tokens'}" for i in range(20)]
     try:
         together = await embedder.embed(texts)
@@ -174,9 +149,30 @@ async def test_embeddings_are_batched_under_the_servers_limit_and_kept_in_order(
         for text, vector in zip(texts, together, strict=True):
             assert (await embedder.embed([text]))[0] == pytest.approx(vector)
         with pytest.raises(UpstreamRejected, match="maximum allowed batch size"):
-            await OpenAIEmbedder(fake.base_url, "fake-embed", TIMEOUT_S, api_key=KEY, batch_size=9).embed(texts)
+            await too_many.embed(texts)
     finally:
         await embedder.aclose()
+        await too_many.aclose()
+
+
+def test_a_client_left_by_a_finished_event_loop_does_not_break_the_next(fake: FakeOpenAI) -> None:
+    # A notebook or a CLI runs each call in its own asyncio.run: the adapter builds a client per
+    # loop, and the one it drops must not try to close its connections inside the next loop.
+    generator = OpenAIGenerator(fake.base_url, MODEL, TIMEOUT_S, api_key=KEY)
+    asyncio.run(generator.generate("When does a breaker open?", HITS))
+    errors: list[dict] = []
+
+    async def next_loop() -> str:
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+        answer = await generator.generate("When does a breaker open?", HITS)  # drops the old client
+        gc.collect()
+        await asyncio.sleep(0)  # one turn of the loop: whatever the collection scheduled runs now
+        gc.collect()  # and a task that failed is reported when it is collected
+        await generator.aclose()
+        return answer
+
+    assert asyncio.run(next_loop()).startswith("According to the context")
+    assert errors == []
 
 
 async def _drain(stream) -> list[str]:  # noqa: ANN001

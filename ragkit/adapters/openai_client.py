@@ -120,6 +120,10 @@ class LoopBoundClient:
                 api_key=self._api_key or _NO_KEY,
                 timeout=self._timeout,
                 max_retries=0,
+                # A plain httpx2 client, not the SDK's own: that one closes itself when collected by
+                # scheduling its close on whatever loop is running then, which does not own its
+                # connections and fails ("Event loop is closed") inside that loop's next work.
+                http_client=httpx2.AsyncClient(timeout=self._timeout, follow_redirects=True),
             )
             self._loop = weakref.ref(loop)
         return self._client
