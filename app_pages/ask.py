@@ -1,5 +1,6 @@
 """Ask: a chat over one collection. Answers stream in, cite their passages as [n], and can be
-rated; the conversation lives in this browser session.
+rated; the conversation lives in this browser session and is sent with each question, so a
+follow-up is searched with what it refers to (shown under the answer when it was rewritten).
 
 Answers and passages are shown as text, never as markup: they quote documents, and a document's
 HTML or remote image rendered here would run or load in the reader's browser."""
@@ -14,6 +15,7 @@ import streamlit as st
 
 from ragkit.core.errors import RagkitError, ServiceUnreachable
 from ragkit.core.types import DEFAULT_MODE
+from ragkit.rag.conversation import recent_turns
 from ragkit.workbench.ui import common, display
 
 CHAT_KEY = "chat_turns"
@@ -37,7 +39,12 @@ mode = (
     or DEFAULT_MODE
 )
 top_k = right.slider("Passages to retrieve", 1, 20, 5, key="ask_top_k", persist_state="session")
-if end.button("Clear", icon=":material/delete_sweep:", help="Start a new conversation", disabled=not turns):
+if end.button(
+    "New conversation",
+    icon=":material/add_comment:",
+    help="Forget this conversation: the next question is asked on its own",
+    disabled=not turns,
+):
     turns.clear()
     st.session_state["conversation_id"] = uuid.uuid4().hex
     st.rerun()
@@ -56,10 +63,17 @@ def send_feedback(turn_id: str) -> None:
     rating = "up" if value == 1 else "down"
     try:
         common.client().feedback(
-            turn["question"], turn["answer"], rating,
-            collection=turn["collection"], mode=turn["mode"], generator=turn.get("generator"),
-            degraded=bool(turn.get("degraded")), reasons=turn.get("reasons") or [],
-            sources=turn.get("sources") or [], answer_id=turn_id, conversation_id=conversation_id,
+            turn["question"],
+            turn["answer"],
+            rating,
+            collection=turn["collection"],
+            mode=turn["mode"],
+            generator=turn.get("generator"),
+            degraded=bool(turn.get("degraded")),
+            reasons=turn.get("reasons") or [],
+            sources=turn.get("sources") or [],
+            answer_id=turn_id,
+            conversation_id=conversation_id,
         )
         turn["feedback"] = {"rating": rating, "saved": True}
     except (RagkitError, json.JSONDecodeError) as exc:
@@ -70,11 +84,14 @@ def render_sources(turn: dict[str, Any]) -> None:
     sources = turn.get("sources") or []
     if not sources:
         return
-    cited = display.cited_numbers(turn.get("answer", ""))
+    answer = turn.get("answer", "")
+    cited = display.cited_numbers(answer)
+    best = max((h.get("score") or 0 for h in sources), default=0)
     for number, hit in enumerate(sources, 1):
-        with st.expander(display.source_label(number, hit, cited=number in cited)):
-            st.caption(display.source_details(hit))
-            st.text(hit.get("text", ""))
+        with st.expander(display.source_label(number, hit, cited=number in cited, best_score=best)):
+            st.caption(display.source_details(hit, number, len(sources), best_score=best), help=display.score_help(hit))
+            # The passage as text (escaped Markdown), the sentences the answer cites in bold.
+            st.markdown(display.passage_markdown(hit.get("text", ""), answer, number))
 
 
 def render_turn(turn: dict[str, Any]) -> None:
@@ -85,6 +102,8 @@ def render_turn(turn: dict[str, Any]) -> None:
             st.warning(display.degraded_text(turn.get("reasons") or []), icon=":material/warning:")
         if turn.get("answer"):
             st.markdown(display.answer_markdown(turn["answer"]))
+        if searched := display.searched_caption(turn["question"], turn.get("standalone_query")):
+            st.caption(searched)
         if turn.get("error"):
             st.error(display.escape_markdown(turn["error"]), icon=":material/error:")
         elif turn.get("answer") and not turn.get("complete"):
@@ -111,12 +130,25 @@ def render_turn(turn: dict[str, Any]) -> None:
 
 
 def ask(question: str) -> None:
-    """Stream one answer into the page. The turn joins the history at once, so a stopped or
-    failed answer keeps what arrived."""
+    """Stream one answer into the page, asked with the conversation so far (this collection's
+    turns). The turn joins the history at once, so a stopped or failed answer keeps what arrived."""
+    history = recent_turns([(t["question"], t["answer"]) for t in turns if t["collection"] == collection])
     turn: dict[str, Any] = {
-        "id": uuid.uuid4().hex, "question": question, "collection": collection, "mode": mode, "top_k": top_k,
-        "answer": "", "sources": [], "degraded": False, "reasons": [], "timings_ms": {}, "generator": None,
-        "mode_used": None, "error": None, "feedback": None, "complete": False,
+        "id": uuid.uuid4().hex,
+        "question": question,
+        "collection": collection,
+        "mode": mode,
+        "top_k": top_k,
+        "answer": "",
+        "sources": [],
+        "degraded": False,
+        "reasons": [],
+        "timings_ms": {},
+        "generator": None,
+        "mode_used": None,
+        "error": None,
+        "feedback": None,
+        "complete": False,
     }
     turns.append(turn)
     with st.chat_message("user"):
@@ -125,10 +157,11 @@ def ask(question: str) -> None:
         banner = st.empty()
 
         def pieces():  # noqa: ANN202 - a generator of text for st.write_stream
-            events = common.client().query_stream(question, collection, top_k=top_k, mode=mode)
+            events = common.client().query_stream(question, collection, top_k=top_k, mode=mode, history=history)
             for event, data in events:
                 if event == "sources":
                     turn["sources"] = data.get("sources") or []
+                    turn["standalone_query"] = data.get("standalone_query")
                     turn["mode_used"] = data.get("mode_used")
                     turn["degraded"] = bool(data.get("degraded"))
                     turn["reasons"] = list(data.get("reasons") or [])
@@ -140,9 +173,12 @@ def ask(question: str) -> None:
                     turn["degraded"], turn["reasons"] = True, list(data.get("reasons") or [])
                 elif event == "done":
                     turn.update(
-                        answer=data.get("answer", turn["answer"]), generator=data.get("generator"),
-                        degraded=bool(data.get("degraded")), reasons=list(data.get("reasons") or []),
-                        timings_ms=data.get("timings_ms") or {}, complete=True,
+                        answer=data.get("answer", turn["answer"]),
+                        generator=data.get("generator"),
+                        degraded=bool(data.get("degraded")),
+                        reasons=list(data.get("reasons") or []),
+                        timings_ms=data.get("timings_ms") or {},
+                        complete=True,
                     )
                 elif event == "error":
                     turn["error"] = (data.get("error") or {}).get("message", "the answer broke off")

@@ -36,9 +36,16 @@ def resolve_connection(api_url: str | None = None, token: str | None = None, env
 
 
 def _question_body(
-    question: str, collection: str, top_k: int, mode: str, filters: Mapping[str, Any] | None, *, stream: bool
+    question: str,
+    collection: str,
+    top_k: int,
+    mode: str,
+    filters: Mapping[str, Any] | None,
+    history: Sequence[Mapping[str, str]],
+    *,
+    stream: bool,
 ) -> dict[str, Any]:
-    return {
+    body = {
         "question": question,
         "collection": collection,
         "top_k": top_k,
@@ -46,6 +53,9 @@ def _question_body(
         "filters": filters,
         "stream": stream,
     }
+    if history:
+        body["history"] = [dict(turn) for turn in history]
+    return body
 
 
 @dataclass
@@ -172,8 +182,10 @@ class RagkitClient:
         top_k: int = DEFAULT_TOP_K,
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
+        history: Sequence[Mapping[str, str]] = (),
     ) -> dict[str, Any]:
-        body = _question_body(question, collection, top_k, mode, filters, stream=False)
+        """``history``: earlier turns, oldest first ({"role": "user"|"assistant", "content"})."""
+        body = _question_body(question, collection, top_k, mode, filters, history, stream=False)
         return self._request("POST", "/api/v1/rag/query", json=body)
 
     def query_stream(
@@ -184,9 +196,10 @@ class RagkitClient:
         top_k: int = DEFAULT_TOP_K,
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
+        history: Sequence[Mapping[str, str]] = (),
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): "sources", "token"…, then "done" (or "degraded" / "error")."""
-        body = _question_body(question, collection, top_k, mode, filters, stream=True)
+        body = _question_body(question, collection, top_k, mode, filters, history, stream=True)
         with self._reaching(), self._http.stream("POST", "/api/v1/rag/query", json=body) as response:
             if not response.is_success:
                 response.read()

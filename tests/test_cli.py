@@ -65,6 +65,33 @@ def test_ingest_search_ask_and_collections(run, stack: Stack) -> None:  # noqa: 
     assert health.exit_code == 0 and json.loads(health.output)["status"] == "ok"
 
 
+def test_chat_keeps_the_conversation_and_a_new_one_forgets_it(run, stack: Stack) -> None:  # noqa: ANN001
+    assert run("ingest", str(REPO / "samples" / "docs"), "-c", "docs").exit_code == 0
+    script = "How do I rotate the service token?\nand how do I generate it?\n/new\nand how do I generate it?\n/quit\n"
+    talked = run("chat", "-c", "docs", input=script)
+    assert talked.exit_code == 0, talked.output
+    assert talked.output.count("Sources:") == 3
+    # The follow-up was searched with the subject carried over, and only while the conversation lasted.
+    searched = re.findall(r"\(searched for: (.+)\)", talked.output)
+    assert len(searched) == 1 and "token" in searched[0].lower() and searched[0].startswith("and how do I generate it?")
+    assert "New conversation." in talked.output
+    # A question to a missing collection is an error line; the chat goes on to the next question.
+    missing = run("chat", "-c", "nope", input="anything?\n")
+    assert missing.exit_code == 0 and "error:" in missing.output and "nope" in missing.output
+
+
+def test_ask_cites_the_page_of_a_pdf(run, stack: Stack, tmp_path: Path) -> None:  # noqa: ANN001
+    from tests.test_pages import MANUAL_PAGES, make_pdf
+
+    (tmp_path / "manual.pdf").write_bytes(make_pdf(MANUAL_PAGES))
+    created = run("collections", "create", "manuals", "--chunk-size", "24", "--chunk-overlap", "0")
+    assert created.exit_code == 0, created.output
+    assert run("ingest", str(tmp_path / "manual.pdf"), "-c", "manuals").exit_code == 0
+    asked = run("ask", "What must I do before an upgrade?", "-c", "manuals", "-k", "1")
+    assert asked.exit_code == 0, asked.output
+    assert "[1] manual.pdf, p. 3 " in asked.output  # the page went from the CLI's loader through the service
+
+
 def test_errors_are_one_readable_line(run, tmp_path: Path) -> None:  # noqa: ANN001
     missing = run("search", "x", "-c", "nope")
     assert missing.exit_code == 1 and "404" in missing.output and "nope" in missing.output

@@ -4,6 +4,7 @@ real embedded stack), plus unit tests of the helpers in `ragkit.workbench.ui`.""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 import time
@@ -142,9 +143,15 @@ def test_ask_streams_an_answer_with_numbered_citations_and_timings(loaded: Stack
     labels = [e.label for e in assistant.expander]
     assert labels[0].startswith("**[1]** Circuit breakers") and "cited" in labels[0]
     assert len(labels) == 3  # one per retrieved passage, numbered as in the answer
+    assert labels[0].count("▰") == 5  # the best score fills the bar; the others are relative to it
     opened = assistant.expander[0]
-    assert "five consecutive failures" in opened.text[0].value
-    assert "`breakers`" in opened.caption[0].value and "topic: resilience" in opened.caption[0].value
+    # The passage, the sentence the answer quotes in bold (it was quoted from it).
+    (passage,) = [m.value for m in opened.markdown]
+    assert re.search(r"\*\*[^*]*five consecutive failures[^*]*\*\*", passage), passage
+    details = opened.caption[0]
+    assert details.value.startswith("rank 1 of 3 (100% of the best score)")
+    assert "`breakers`" in details.value and "topic: resilience" in details.value
+    assert details.help.startswith("Raw score ")  # the raw number on hover, not in the way
     timing = assistant.caption[-1].value
     assert "retrieval" in timing and "generation" in timing and "hybrid search" in timing
     assert not assistant.warning  # not degraded
@@ -182,10 +189,22 @@ def test_thumbs_are_stored_through_the_service_and_shown_on_the_feedback_page(fr
     assert [b.label for b in at.get("download_button")] == ["Download JSON", "Download CSV"]
 
 
-def test_clear_starts_a_new_conversation(loaded: Stack) -> None:
+def test_a_follow_up_is_asked_with_the_conversation_and_a_new_one_forgets_it(loaded: Stack) -> None:
     at = ask(start())
-    at.button[0].click().run()
+    follow_up = "and how do they close again?"
+    ask(at, follow_up)
+    assistant = at.chat_message[3]
+    searched = [c.value for c in assistant.caption if c.value.startswith("Searched for:")]
+    # The follow-up was made standalone from the first question: "they" are circuit breakers.
+    assert len(searched) == 1 and "breaker" in searched[0].lower(), searched
+    first = at.chat_message[1]
+    assert not [c for c in first.caption if c.value.startswith("Searched for:")]  # asked on its own
+
+    (new,) = [b for b in at.button if b.label == "New conversation"]
+    new.click().run()
     assert not at.chat_message
+    ask(at, follow_up)  # now nothing to lean on: searched as typed
+    assert not [c for c in at.chat_message[1].caption if c.value.startswith("Searched for:")]
 
 
 @pytest.mark.parametrize("outage", ["error", "stopped"])
@@ -760,8 +779,17 @@ def test_runs_tolerate_means_with_per_query_scores_and_missing_metrics(tmp_path:
 def test_display_rules() -> None:
     assert display.cited_numbers("a [1] b [3], c [12]") == {1, 3, 12}
     assert display.escape_markdown("a_b *c* [d](e)") == r"a\_b \*c\* \[d\]\(e\)"
-    label = display.source_label(2, {"title": "A *title*", "chunk_index": 3, "score": 0.032787}, cited=True)
-    assert label == r"**[2]** A \*title\* · chunk 3 · score 0.03279 · :blue[cited]"
+    hit = {"title": "A *title*", "chunk_index": 3, "score": 0.0246, "page": 4, "page_end": 5, "section": "Setup"}
+    label = display.source_label(2, hit, cited=True, best_score=0.0328)
+    assert label == r"**[2]** A \*title\*, pp\. 4–5 · Setup · ▰▰▰▰▱ · :blue[cited]"
+    assert display.source_label(1, {"doc_id": "d", "metadata": {"source": "m.pdf"}, "page": 2}, cited=False) == (
+        r"**[1]** m\.pdf, p\. 2"
+    )
+    # The cited sentence is found by the words the answer quotes from it, whatever the citation's position.
+    passage = "Breakers open after five failures. They close again after a probe. Unrelated text."
+    shown = display.passage_markdown(passage, "They close again after a probe [2]. Other [1].", 2)
+    assert shown == r"Breakers open after five failures\. **They close again after a probe\.** Unrelated text\."
+    assert display.passage_markdown(passage, "Nothing from it [2].", 2) == display.escape_markdown(passage)
     assert display.validate_new_collection("ok", 200, 30, ["other"]) == []
     assert len(display.validate_new_collection("ok", 200, 200, [])) == 1
     assert display.upload_row("a.txt", {"status": "ok", "ingested": 0, "skipped_unchanged": 1})["result"] == "unchanged"

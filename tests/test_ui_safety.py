@@ -114,12 +114,15 @@ def test_an_answer_quoting_markup_shows_it_as_text(hostile: Stack) -> None:
     at.chat_input[0].set_value(QUESTION).run()
     assert not at.exception, [e.value for e in at.exception]
     assistant = at.chat_message[1]
-    (answer,) = [m.value for m in assistant.markdown]
+    answer = assistant.markdown[0].value  # then the passages, in their panels
     assert_shown_as_text(answer, IMG, REMOTE, "[1]")  # the citation stays readable
 
     (panel,) = assistant.expander
     assert_shown_as_text(panel.label, "Embedding ![t](http://127.0.0.1:9/title.png) <b>pictures</b>", "[1]")
-    assert IMG in panel.text[0].value and REMOTE in panel.text[0].value  # st.text: never markup
+    # The passage, with the sentence the answer cites in bold: still text, never markup.
+    (passage,) = [m.value for m in panel.markdown]
+    assert_shown_as_text(passage, IMG, REMOTE, "Bare markup such as")
+    assert "**Images are embedded" in passage
     assert_shown_as_text(panel.caption[0].value, "![m](http://127.0.0.1:9/m.png) <img src=y onerror=alert(2)>")
     assert_text_everywhere(c.value for c in assistant.caption)
 

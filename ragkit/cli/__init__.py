@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ragkit.cli.collections import collections
-from ragkit.cli.documents import ask, ingest, search
+from ragkit.cli.documents import ask, chat, ingest, search
 from ragkit.cli.health import health
 from ragkit.cli.loadtest import loadtest
 from ragkit.cli.notebook import notebook
@@ -19,5 +19,5 @@ def main() -> None:
     """ragkit: retrieval-augmented generation over your document collections."""
 
 
-for command in (serve, up, ingest, search, ask, collections, health, secret, loadtest, notebook):
+for command in (serve, up, ingest, search, ask, chat, collections, health, secret, loadtest, notebook):
     main.add_command(command)

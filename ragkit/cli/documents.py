@@ -1,4 +1,4 @@
-"""Commands over a collection's contents: `ingest`, `search` and `ask`."""
+"""Commands over a collection's contents: `ingest`, `search`, `ask` and `chat`."""
 
 from __future__ import annotations
 
@@ -10,19 +10,16 @@ from typing import Any
 import click
 
 from ragkit.cli.common import client_from_environment, friendly_errors
-from ragkit.client import DEFAULT_BATCH_DOCUMENTS
-from ragkit.core.errors import InvalidInput
-from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, SEARCH_MODES
+from ragkit.client import DEFAULT_BATCH_DOCUMENTS, RagkitClient
+from ragkit.core.errors import InvalidInput, ServiceError
+from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, SEARCH_MODES, document_to_dict, source_location
+from ragkit.rag.conversation import recent_turns
 
 
 def _documents_in(paths: tuple[str, ...]) -> list[dict[str, Any]]:
     from ragkit.rag.loaders import load_path
 
-    return [
-        {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": dict(doc.metadata)}
-        for raw in paths
-        for doc in load_path(Path(raw))
-    ]
+    return [document_to_dict(doc) for raw in paths for doc in load_path(Path(raw))]
 
 
 @click.command()
@@ -30,12 +27,18 @@ def _documents_in(paths: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("-c", "--collection", required=True, help="Collection to ingest into (created if missing).")
 @click.option("--chunk-size", type=int, help="Chunk size in tokens, for a new collection.")
 @click.option("--chunk-overlap", type=int, help="Chunk overlap in tokens, for a new collection.")
-@click.option("--batch", default=DEFAULT_BATCH_DOCUMENTS, show_default=True, type=click.IntRange(1, 1000),
-              help="Documents per request.")
+@click.option(
+    "--batch",
+    default=DEFAULT_BATCH_DOCUMENTS,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Documents per request.",
+)
 @friendly_errors
-def ingest(paths: tuple[str, ...], collection: str, chunk_size: int | None, chunk_overlap: int | None,
-           batch: int) -> None:
-    """Ingest files or folders (.txt .md .html .pdf .json .jsonl) into a collection.
+def ingest(
+    paths: tuple[str, ...], collection: str, chunk_size: int | None, chunk_overlap: int | None, batch: int
+) -> None:
+    """Ingest files or folders (.txt .md .html .pdf .docx .pptx .json .jsonl) into a collection.
 
     Example: ragkit ingest docs/ notes.pdf -c handbook
     """
@@ -61,7 +64,7 @@ def ingest(paths: tuple[str, ...], collection: str, chunk_size: int | None, chun
 def _print_hits(hits: list[dict[str, Any]]) -> None:
     for rank, hit in enumerate(hits, start=1):
         preview = " ".join(hit["text"].split())[:160]
-        click.echo(f"{rank:>2}. {hit['score']:.4f}  {hit['doc_id']}#{hit['chunk_index']}  {preview}")
+        click.echo(f"{rank:>2}. {hit['score']:.4f}  {source_location(hit)}  {preview}")
 
 
 @click.command()
@@ -99,22 +102,83 @@ def ask(question: str, collection: str, top_k: int, mode: str, no_stream: bool) 
     Example: ragkit ask "how do I rotate the service token?" -c ragkit-docs
     """
     with client_from_environment() as client:
-        if no_stream:
-            result = client.query(question, collection, top_k=top_k, mode=mode)
-            click.echo(result["answer"])
-            sources, reasons = result["sources"], result["reasons"]
-        else:
-            sources, reasons = [], []
-            for event, data in client.query_stream(question, collection, top_k=top_k, mode=mode):
-                if event == "sources":
-                    sources, reasons = data["sources"], list(data["reasons"])
-                elif event == "token":
-                    click.echo(data["text"], nl=False)
-                elif event in ("degraded", "done", "error"):
-                    reasons = list(data.get("reasons", reasons))
-            click.echo()
+        _answer(client, question, collection, top_k=top_k, mode=mode, stream=not no_stream)
+
+
+@click.command()
+@click.option("-c", "--collection", required=True)
+@click.option("-k", "--top-k", default=DEFAULT_TOP_K, show_default=True, type=int)
+@click.option("-m", "--mode", default=DEFAULT_MODE, show_default=True, type=click.Choice(SEARCH_MODES))
+@friendly_errors
+def chat(collection: str, top_k: int, mode: str) -> None:
+    """Talk with a collection: each question is asked with the conversation so far, so follow-ups
+    ("and how do I configure it?") work. /new starts a new conversation; /quit, Ctrl+D or Ctrl+C end.
+
+    Example: ragkit chat -c ragkit-docs
+    """
+    turns: list[tuple[str, str]] = []
+    with client_from_environment() as client:
+        click.echo(f"Chatting with {collection}. /new starts over, /quit ends.")
+        while True:
+            try:
+                question = click.prompt("you", prompt_suffix="> ", default="", show_default=False).strip()
+            except (EOFError, click.Abort):
+                click.echo()
+                return
+            if question in ("/quit", "/exit"):
+                return
+            if question == "/new":
+                turns.clear()
+                click.echo("New conversation.")
+                continue
+            if not question:
+                continue
+            try:
+                answer = _answer(
+                    client, question, collection, top_k=top_k, mode=mode, stream=True, history=recent_turns(turns)
+                )
+            except ServiceError as exc:
+                # One failed question does not end the conversation.
+                click.secho(f"error: {exc.message}", fg="red", err=True)
+                continue
+            turns.append((question, answer))
+
+
+def _answer(
+    client: RagkitClient,
+    question: str,
+    collection: str,
+    *,
+    top_k: int,
+    mode: str,
+    stream: bool,
+    history: list[dict[str, str]] | None = None,
+) -> str:
+    """Print one answer (streamed or whole), what was searched when the history changed it, why it
+    is degraded and its sources; return the answer."""
+    history = history or []
+    if not stream:
+        result = client.query(question, collection, top_k=top_k, mode=mode, history=history)
+        click.echo(result["answer"])
+        answer, sources, reasons = result["answer"], result["sources"], result["reasons"]
+        searched = result.get("standalone_query", question)
+    else:
+        answer, sources, reasons, searched = "", [], [], question
+        for event, data in client.query_stream(question, collection, top_k=top_k, mode=mode, history=history):
+            if event == "sources":
+                sources, reasons = data["sources"], list(data["reasons"])
+                searched = data.get("standalone_query", question)
+            elif event == "token":
+                answer += data["text"]
+                click.echo(data["text"], nl=False)
+            elif event in ("degraded", "done", "error"):
+                reasons = list(data.get("reasons", reasons))
+        click.echo()
+    if searched and searched != question:
+        click.secho(f"(searched for: {searched})", dim=True)
     if reasons:
         click.secho("degraded: " + "; ".join(reasons), fg="yellow")
     click.echo("\nSources:")
     for n, hit in enumerate(sources, start=1):
-        click.echo(f"[{n}] {hit['doc_id']}#{hit['chunk_index']} (score {hit['score']:.4f})")
+        click.echo(f"[{n}] {source_location(hit)} ({hit['doc_id']}#{hit['chunk_index']}, score {hit['score']:.4f})")
+    return answer

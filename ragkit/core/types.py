@@ -45,6 +45,17 @@ class Document:
     text: str
     title: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Where each page (of a PDF; a slide of a deck) starts in ``text``, ascending: page n starts
+    # at page_starts[n - 1]. Empty for formats without pages.
+    page_starts: tuple[int, ...] = ()
+
+
+def document_to_dict(doc: Document) -> dict[str, Any]:
+    """A document as the ingestion route takes it (what a client sends of one it loaded)."""
+    body: dict[str, Any] = {"id": doc.id, "text": doc.text, "title": doc.title, "metadata": dict(doc.metadata)}
+    if doc.page_starts:
+        body["page_starts"] = list(doc.page_starts)
+    return body
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,9 @@ class Chunk:
     text: str
     title: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    page: int | None = None  # first page the chunk is on (1-based), None without pages
+    page_end: int | None = None  # last page
+    section: str = ""  # the heading the chunk's text sits under, "" before any
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,9 @@ class Hit:
     chunk_index: int
     metadata: Mapping[str, Any] = field(default_factory=dict)
     title: str = ""
+    page: int | None = None
+    page_end: int | None = None
+    section: str = ""
 
 
 def hit_to_dict(hit: Hit) -> dict[str, Any]:
@@ -94,7 +111,22 @@ def hit_to_dict(hit: Hit) -> dict[str, Any]:
         "chunk_index": hit.chunk_index,
         "metadata": dict(hit.metadata),
         "title": hit.title,
+        "page": hit.page,
+        "page_end": hit.page_end,
+        "section": hit.section,
     }
+
+
+def source_location(hit: Mapping[str, Any]) -> str:
+    """Where a source (a hit as a dict) comes from, as a citation says it: "manual.pdf, p. 4–5 · Installing"."""
+    metadata = hit.get("metadata") or {}
+    where = str(metadata.get("source") or hit.get("title") or hit.get("doc_id") or "?")
+    page, page_end = hit.get("page"), hit.get("page_end")
+    if isinstance(page, int):
+        where += f", p. {page}" if not isinstance(page_end, int) or page_end == page else f", pp. {page}–{page_end}"
+    if hit.get("section"):
+        where += f" · {hit['section']}"
+    return where
 
 
 def hit_from_dict(data: Mapping[str, Any]) -> Hit:

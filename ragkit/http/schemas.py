@@ -153,6 +153,9 @@ class HitOut(BaseModel):
     chunk_index: int
     title: str = ""
     metadata: dict[str, Any] = {}
+    page: int | None = Field(None, description="First page of the passage (PDF page, slide), when the source has pages")
+    page_end: int | None = None
+    section: str = Field("", description="The heading the passage sits under")
 
 
 class SearchResponse(BaseModel):
@@ -231,6 +234,9 @@ class DocumentIn(_Strict):
     text: NonBlank
     title: str = ""
     metadata: dict[str, Any] = {}
+    page_starts: list[int] = Field(
+        [], description="Where each page starts in the text (character offsets, ascending): chunks then cite pages"
+    )
 
 
 class IngestRequest(_Strict):

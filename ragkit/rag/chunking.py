@@ -32,6 +32,7 @@ from typing import Any
 
 from ragkit.core.errors import InvalidInput
 from ragkit.core.types import Chunk, Document
+from ragkit.rag.locate import Locator
 
 MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 8192
@@ -65,9 +66,7 @@ _ABBREVIATIONS = frozenset({
 })  # fmt: skip
 
 
-def chunk_document(
-    doc: Document, *, chunk_size: int, chunk_overlap: int, count_tokens: CountTokens
-) -> list[Chunk]:
+def chunk_document(doc: Document, *, chunk_size: int, chunk_overlap: int, count_tokens: CountTokens) -> list[Chunk]:
     """Chunks of `doc`, each at most `chunk_size` tokens by `count_tokens`, in document order.
 
     Deterministic: the same document and settings always give the same chunks. A document
@@ -85,8 +84,7 @@ def chunk_document(
     budget = chunk_size - overhead
     if budget < 1:
         raise InvalidInput(
-            f"chunk_size {chunk_size} leaves no room for text: the tokenizer adds {overhead} tokens "
-            f"to every input",
+            f"chunk_size {chunk_size} leaves no room for text: the tokenizer adds {overhead} tokens to every input",
             chunk_size=chunk_size,
         )
 
@@ -98,25 +96,31 @@ def chunk_document(
             units.append((start, end))
             costs.append(max(cost, 0))
         else:
-            for piece_start, piece_end, piece_cost in _split_long(
-                text, start, end, chunk_size, overhead, count_tokens
-            ):
+            for piece_start, piece_end, piece_cost in _split_long(text, start, end, chunk_size, overhead, count_tokens):
                 units.append((piece_start, piece_end))
                 costs.append(piece_cost)
 
     headings = [bool(_HEADING.match(text, start)) for start, _ in units]
     windows = _pack(text, units, costs, headings, chunk_size, chunk_overlap, overhead, count_tokens)
     metadata = dict(doc.metadata)
-    return [
-        Chunk(
-            doc_id=doc.id,
-            chunk_index=index,
-            text=text[units[first][0] : units[last][1]],
-            title=doc.title,
-            metadata=dict(metadata),
+    locator = Locator(text, doc.page_starts)
+    chunks = []
+    for index, (first, last) in enumerate(windows):
+        start, end = units[first][0], units[last][1]
+        page, page_end = locator.pages(start, end)
+        chunks.append(
+            Chunk(
+                doc_id=doc.id,
+                chunk_index=index,
+                text=text[start:end],
+                title=doc.title,
+                metadata=dict(metadata),
+                page=page,
+                page_end=page_end,
+                section=locator.section(start),
+            )
         )
-        for index, (first, last) in enumerate(windows)
-    ]
+    return chunks
 
 
 def validate_chunking(chunk_size: int, chunk_overlap: int) -> None:
@@ -124,9 +128,7 @@ def validate_chunking(chunk_size: int, chunk_overlap: int) -> None:
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise InvalidInput(f"chunk_size must be an integer, got {chunk_size!r}", chunk_size=chunk_size)
     if isinstance(chunk_overlap, bool) or not isinstance(chunk_overlap, int):
-        raise InvalidInput(
-            f"chunk_overlap must be an integer, got {chunk_overlap!r}", chunk_overlap=chunk_overlap
-        )
+        raise InvalidInput(f"chunk_overlap must be an integer, got {chunk_overlap!r}", chunk_overlap=chunk_overlap)
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise InvalidInput(
             f"chunk_size must be between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE} tokens, got {chunk_size}",
@@ -153,7 +155,10 @@ def content_hash(doc: Document) -> str:
     text = doc.text
     for start in range(0, len(text), _HASH_PIECE_CHARS):
         digest.update(json.dumps(text[start : start + _HASH_PIECE_CHARS], ensure_ascii=False)[1:-1].encode("utf-8"))
-    digest.update(('","title":' + _canonical_json(doc.title) + "}").encode("utf-8"))
+    digest.update(('","title":' + _canonical_json(doc.title)).encode("utf-8"))
+    if doc.page_starts:  # only then: the hashes of documents without pages stay what they were
+        digest.update((',"page_starts":' + _canonical_json(doc.page_starts)).encode("utf-8"))
+    digest.update(b"}")
     return digest.hexdigest()
 
 
@@ -237,9 +242,7 @@ def _ends_sentence(text: str, match: re.Match[str], block_start: int) -> bool:
     if not punctuation.startswith(".") or punctuation.startswith("..."):
         # "!", "?", CJK marks and ellipses end a sentence unless a lowercase word follows.
         return not _next_word_is_lowercase(text, match.end()) or punctuation[0] in "。！？"
-    word_start = max(
-        text.rfind(" ", block_start, match.start()), text.rfind("\n", block_start, match.start())
-    )
+    word_start = max(text.rfind(" ", block_start, match.start()), text.rfind("\n", block_start, match.start()))
     word = text[word_start + 1 : match.start()].lstrip("\"'“‘([").lower()
     if word in _ABBREVIATIONS:
         return False

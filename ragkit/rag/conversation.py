@@ -68,6 +68,18 @@ def check_history(history: Sequence[Turn]) -> tuple[Turn, ...]:
     return tuple(history)
 
 
+def recent_turns(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """What a client sends of a conversation it keeps: (question, answer) pairs as history turns,
+    the latest ones that fit the limits, each clipped to them (an answer may be long)."""
+    window = list(turns)[-(MAX_HISTORY_TURNS // 2) :]
+    history = []
+    for question, answer in window:
+        for role, content in (("user", question), ("assistant", answer)):
+            if content.strip():
+                history.append({"role": role, "content": content[:MAX_TURN_CHARS]})
+    return history
+
+
 def key_terms(text: str) -> list[str]:
     """Code and quoted tokens, then capitalised names, then content words, each once, in order."""
     found: list[str] = []

@@ -28,6 +28,7 @@ from ragkit.core.metrics import Metrics
 from ragkit.core.names import point_id
 from ragkit.core.types import Chunk, CollectionSpec, Document, Embedder, Point, Store
 from ragkit.rag.chunking import chunk_document, content_hash
+from ragkit.rag.locate import check_page_starts
 from ragkit.rag.sparse import Bm25Encoder
 
 MIN_CHUNK_TOKENS = 16
@@ -63,8 +64,12 @@ async def learn_dimension(embedder: Embedder) -> None:
 
 
 def embedding_text(chunk: Chunk) -> str:
-    """What both vectors see: the title gives every chunk of a document its topic."""
-    return f"{chunk.title}\n{chunk.text}" if chunk.title else chunk.text
+    """What both vectors see: the title gives every chunk of a document its topic, and the
+    heading it sits under (when the chunk does not start with it) says what its part is about."""
+    lines = [chunk.title] if chunk.title else []
+    if chunk.section and chunk.section != chunk.title and not chunk.text.lstrip("# ").startswith(chunk.section):
+        lines.append(chunk.section)
+    return "\n".join([*lines, chunk.text])
 
 
 def unique_documents(documents: Iterable[Document]) -> list[Document]:
@@ -76,6 +81,7 @@ def unique_documents(documents: Iterable[Document]) -> list[Document]:
         if not doc.text.strip():
             raise InvalidInput(f"document '{doc.id}' has no text", doc_id=doc.id)
         _check_metadata(doc)
+        check_page_starts(doc.page_starts, len(doc.text), f"document '{doc.id}'")
         seen.add(doc.id)
         result.append(doc)
     return result
@@ -105,9 +111,7 @@ def _prepared(documents: Sequence[Document]) -> list[tuple[Document, str]]:
         try:
             prepared.append((doc, content_hash(doc)))
         except UnicodeEncodeError as exc:  # a lone surrogate, which Python's JSON reader accepts
-            raise InvalidInput(
-                f"document {doc.id!r} is not valid Unicode (a lone surrogate); send UTF-8 text"
-            ) from exc
+            raise InvalidInput(f"document {doc.id!r} is not valid Unicode (a lone surrogate); send UTF-8 text") from exc
     return prepared
 
 
@@ -230,6 +234,9 @@ class Ingestor:
                     "text": chunk.text,
                     "title": doc.title,
                     "metadata": dict(doc.metadata),
+                    "page": chunk.page,
+                    "page_end": chunk.page_end,
+                    "section": chunk.section,
                     "ingested_at": now,
                 },
             )

@@ -27,6 +27,8 @@ from typing import Any
 
 from ragkit.core.errors import InvalidInput
 from ragkit.core.types import Document
+from ragkit.rag.office import read_docx, read_pptx
+from ragkit.rag.pdf import read_pdf
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ _FORMATS: dict[str, str] = {
     ".html": "html",
     ".htm": "html",
     ".pdf": "pdf",
+    ".docx": "docx",
+    ".pptx": "pptx",
     ".json": "json",
     ".jsonl": "jsonl",
 }
@@ -175,8 +179,14 @@ def _load_data(name: str, fmt: str, data: bytes) -> Iterator[Document]:
         title, text = _html_text(data)
         yield from _single(name, fmt, text, title or _stem(name))
     elif fmt == "pdf":
-        title, text, pages = _pdf_text(name, data)
-        yield from _single(name, fmt, text, title or _stem(name), {"pages": pages})
+        title, pages, count = read_pdf(name, data)
+        text, starts = _paged(pages)
+        yield from _single(name, fmt, text, title or _stem(name), {"pages": count}, starts)
+    elif fmt in ("docx", "pptx"):
+        title, pages = read_docx(name, data) if fmt == "docx" else read_pptx(name, data)
+        text, starts = _paged(pages)
+        extra = {"pages": len(pages)} if fmt == "pptx" else None
+        yield from _single(name, fmt, text, title or _stem(name), extra, starts if fmt == "pptx" else ())
     elif fmt == "json":
         yield from _records_from_json(name, data)
     else:
@@ -184,13 +194,18 @@ def _load_data(name: str, fmt: str, data: bytes) -> Iterator[Document]:
 
 
 def _single(
-    name: str, fmt: str, text: str, title: str, extra: dict[str, Any] | None = None
+    name: str,
+    fmt: str,
+    text: str,
+    title: str,
+    extra: dict[str, Any] | None = None,
+    page_starts: tuple[int, ...] = (),
 ) -> Iterator[Document]:
     if not text:
         log.info("skipping %s: no text", name)
         return
     metadata: dict[str, Any] = {"source": name, "format": fmt, **(extra or {})}
-    yield Document(id=name, text=text, title=title.strip(), metadata=metadata)
+    yield Document(id=name, text=text, title=title.strip(), metadata=metadata, page_starts=page_starts)
 
 
 def _decode(data: bytes) -> str:
@@ -238,6 +253,12 @@ def _html_text(data: bytes) -> tuple[str, str]:
             string.replace_with(_WHITESPACE_RUN.sub(" ", string))
     for tag in soup.find_all("br"):
         tag.replace_with("\n")
+    # Headings and list items as Markdown writes them: the chunker and the citations know a
+    # section by its heading line, and the answerer a list by its items.
+    for tag in soup.find_all(("h1", "h2", "h3", "h4", "h5", "h6")):
+        tag.insert(0, "#" * int(tag.name[1]) + " ")
+    for tag in soup.find_all("li"):
+        tag.insert(0, "1. " if tag.parent is not None and tag.parent.name == "ol" else "- ")
     for tag in soup.find_all(_HTML_BLOCKS):
         tag.insert_before("\n\n")
         tag.insert_after("\n\n")
@@ -246,46 +267,21 @@ def _html_text(data: bytes) -> tuple[str, str]:
     return " ".join(title.split()), _clean_text(text)
 
 
-def _pdf_text(name: str, data: bytes) -> tuple[str, str, int]:
-    from pypdf import PdfReader  # deferred: only PDF ingestion pays for the import
-
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            # Many PDFs are "encrypted" only to restrict printing, with an empty user
-            # password; those read fine. A real password we cannot know.
-            try:
-                opened = reader.decrypt("")
-            except Exception as exc:  # e.g. AES without a crypto library installed
-                raise InvalidInput(
-                    f"{name}: the PDF is encrypted and cannot be opened ({exc}); "
-                    f"save an unencrypted copy and upload that",
-                    source=name,
-                ) from exc
-            if not opened:
-                raise InvalidInput(
-                    f"{name}: the PDF is password-protected; save an unencrypted copy and upload that",
-                    source=name,
-                )
-        pages = [(page.extract_text() or "") for page in reader.pages]
-        title = _pdf_title(reader)
-    except InvalidInput:
-        raise
-    except Exception as exc:  # PdfReadError, but also ValueError, KeyError... on a damaged file
-        raise InvalidInput(f"{name}: not a readable PDF ({exc})", source=name) from exc
-    text = _clean_text("\n\n".join(page.strip() for page in pages if page.strip()))
-    if not text and pages:
-        log.warning("%s: no extractable text in %d page(s); a scan without OCR?", name, len(pages))
-    return title, text, len(pages)
-
-
-def _pdf_title(reader: Any) -> str:
-    try:
-        info = reader.metadata
-        title = info.title if info else None
-    except Exception:  # noqa: BLE001 - a damaged info dictionary must not lose the text
-        return ""
-    return str(title).strip() if title else ""
+def _paged(pages: list[str]) -> tuple[str, tuple[int, ...]]:
+    """Pages joined as paragraphs, and where each starts (an empty page starts where the next does)."""
+    parts: list[str] = []
+    starts: list[int] = []
+    length = 0
+    for page in pages:
+        text = _clean_text(page)
+        if text and parts:
+            parts.append("\n\n")
+            length += 2
+        starts.append(length)
+        if text:
+            parts.append(text)
+            length += len(text)
+    return "".join(parts), tuple(starts)
 
 
 # --------------------------------------------------------------------------- records

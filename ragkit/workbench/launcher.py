@@ -18,6 +18,7 @@ import httpx
 from dotenv import dotenv_values
 
 from ragkit.core.config import DEFAULT_API_URL, new_secret
+from ragkit.core.types import document_to_dict
 
 SAMPLE_COLLECTION = "ragkit-docs"
 ENV_FILE = Path(".env")
@@ -172,9 +173,7 @@ def ingest_samples(url: str, secret: str, samples: Path) -> None:
             click.echo(f"no sample folder at {samples}; skipping the sample collection")
             return
         client.ensure_collection(SAMPLE_COLLECTION)
-        docs = [
-            {"id": d.id, "text": d.text, "title": d.title, "metadata": dict(d.metadata)} for d in load_path(samples)
-        ]
+        docs = [document_to_dict(d) for d in load_path(samples)]
         summary = client.ingest_documents(SAMPLE_COLLECTION, docs)
         click.echo(f"sample collection '{SAMPLE_COLLECTION}': {summary.ingested} documents, {summary.chunks} chunks")
 

@@ -60,7 +60,6 @@ RRF_K = 60  # the constant of the RRF paper; set explicitly because Qdrant's imp
 MAX_PAGE = 1000
 
 
-
 # --------------------------------------------------------------------------- collection specs
 
 
@@ -126,16 +125,12 @@ def spec_from_dict(data: Mapping[str, Any]) -> CollectionSpec:
 # --------------------------------------------------------------------------- points and results
 
 
-def normalise_point(
-    point: Point, dimension: int | None = None
-) -> tuple[str, list[float], SparseVector, dict]:
+def normalise_point(point: Point, dimension: int | None = None) -> tuple[str, list[float], SparseVector, dict]:
     """Check a point against the payload contract; return (canonical id, dense, sparse, payload)."""
     try:
         pid = str(uuid.UUID(str(point.id)))
     except ValueError as exc:
-        raise InvalidInput(
-            f"point id {point.id!r} is not a UUID (use ragkit.core.names.point_id)"
-        ) from exc
+        raise InvalidInput(f"point id {point.id!r} is not a UUID (use ragkit.core.names.point_id)") from exc
     payload = dict(point.payload)
     missing = [key for key in REQUIRED_PAYLOAD if key not in payload]
     if missing:
@@ -152,9 +147,7 @@ def normalise_point(
     payload["metadata"] = dict(payload.get("metadata") or {})
     dense = [float(x) for x in point.dense]
     if dimension is not None and len(dense) != dimension:
-        raise InvalidInput(
-            f"point {pid}: dense vector has {len(dense)} dimensions, the collection {dimension}"
-        )
+        raise InvalidInput(f"point {pid}: dense vector has {len(dense)} dimensions, the collection {dimension}")
     if len(point.sparse.indices) != len(point.sparse.values):
         raise InvalidInput(f"point {pid}: sparse vector has different numbers of indices and values")
     return pid, dense, point.sparse, payload
@@ -170,6 +163,9 @@ def hit_from(point_id_: object, score: float, payload: Mapping[str, Any] | None)
         chunk_index=int(payload.get("chunk_index", 0)),
         metadata=payload.get("metadata") or {},
         title=payload.get("title", ""),
+        page=payload.get("page"),
+        page_end=payload.get("page_end"),
+        section=payload.get("section", ""),
     )
 
 
@@ -323,9 +319,7 @@ class StoreBase(ABC):
         for doc_id in page:  # a document without chunk 0 still gets listed
             if doc_id not in heads:
                 heads.update({p["doc_id"]: p for p in self._payloads(name, doc_where(doc_id), 1)})
-        versions = Where(
-            should=tuple(version_where(d, heads[d].get("content_hash", "")) for d in page if d in heads)
-        )
+        versions = Where(should=tuple(version_where(d, heads[d].get("content_hash", "")) for d in page if d in heads))
         present = self._doc_counts(name, versions, len(page))
         return [state_from(heads[d], present.get(d, 0)) for d in page if d in heads]
 

@@ -56,7 +56,9 @@ def _document_from(item: DocumentIn) -> Document:
     doc_id = item.id if item.id is not None else hashlib.sha256(item.text.encode()).hexdigest()[:32]
     if not str(doc_id).strip():
         raise InvalidInput("a document id must not be empty")
-    return Document(id=str(doc_id), text=item.text, title=item.title, metadata=item.metadata)
+    return Document(
+        id=str(doc_id), text=item.text, title=item.title, metadata=item.metadata, page_starts=tuple(item.page_starts)
+    )
 
 
 def _documents_of(raw: bytes) -> list[Document]:
@@ -97,13 +99,13 @@ def _documents_of(raw: bytes) -> list[Document]:
                         },
                     }
                 },
-            }
+            },
         }
     },
 )
 async def ingest(request: Request, name: CollectionPath) -> Any:
     """Ingest documents as JSON `{documents: [...]}` or upload files (multipart field `files`):
-    .txt .md .html .pdf .json .jsonl. Unchanged documents are skipped; changed ones replaced."""
+    .txt .md .html .pdf .docx .pptx .json .jsonl. Unchanged documents are skipped; changed ones replaced."""
     services = services_of(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await _ingest_files(name, request)

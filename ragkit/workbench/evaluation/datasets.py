@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ragkit.core.errors import InvalidInput
+from ragkit.core.types import document_to_dict
 
 SAMPLE_SEED = 13
 # ragkit/workbench/evaluation/ sits three folders below the checkout.
@@ -121,9 +122,7 @@ def load_source(source: str | os.PathLike[str], limit: int | None = None) -> lis
         # collection filled by one is found unchanged by the other.
         records: Iterable[dict[str, Any]] = read_beir_corpus(beir_corpus)
     else:
-        records = (
-            {"id": d.id, "title": d.title, "text": d.text, "metadata": dict(d.metadata)} for d in load_path(path)
-        )
+        records = (document_to_dict(d) for d in load_path(path))
     documents = []
     for record in records:
         if limit is not None and len(documents) >= limit:

@@ -9,15 +9,15 @@ from typing import Any
 
 from ragkit.core.errors import RagkitError, ServiceError
 from ragkit.core.names import COLLECTION_NAME_RULE, is_collection_name
-from ragkit.core.types import DEFAULT_MODE, SEARCH_MODES
+from ragkit.core.types import DEFAULT_MODE, SEARCH_MODES, source_location
 
 # The service's own limits, checked before sending so a person sees the problem next to the field
 # instead of as an HTTP error.
-from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, sentence_spans
 
 # The default first: the order the pickers offer them in.
 MODES = (DEFAULT_MODE, *(m for m in SEARCH_MODES if m != DEFAULT_MODE))
-UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "jsonl", "json")
+UPLOAD_TYPES = ("txt", "md", "markdown", "html", "htm", "pdf", "docx", "pptx", "jsonl", "json")
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 # Every character Markdown, its GitHub and Streamlit extensions (":red[…]", ":material/…:",
 # "$math$") or HTML give a meaning to: "&" starts an entity, "=" underlines a heading.
@@ -76,24 +76,56 @@ def document_label(hit: Mapping[str, Any]) -> str:
     return str(hit.get("title") or hit.get("doc_id") or "?")
 
 
-def source_label(number: int, hit: Mapping[str, Any], *, cited: bool) -> str:
-    """An expander label: `[2] Title · chunk 3 · score 0.0328 · cited`."""
-    parts = [
-        f"**[{number}]** {escape_markdown(document_label(hit))}",
-        f"chunk {hit.get('chunk_index', '?')}",
-        f"score {score_text(hit.get('score'))}",
-    ]
+def searched_caption(question: str, standalone_query: str | None) -> str:
+    """Under an answer whose question was rewritten from the conversation: what was searched."""
+    if not standalone_query or standalone_query.strip() == question.strip():
+        return ""
+    return f"Searched for: {escape_markdown(standalone_query)}"
+
+
+def relative_score(hit: Mapping[str, Any], best: Any) -> float:
+    """The hit's score as a share of the best one's (0 to 1): raw scores mean nothing to a reader
+    (an RRF sum of 0.0328, a cosine of 0.71), their order and their distance from the best do."""
+    score = hit.get("score")
+    if not isinstance(score, int | float) or not isinstance(best, int | float) or best <= 0:
+        return 0.0
+    return max(0.0, min(1.0, score / best))
+
+
+def score_bar(share: float, width: int = 5) -> str:
+    filled = round(share * width)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def source_label(number: int, hit: Mapping[str, Any], *, cited: bool, best_score: Any = None) -> str:
+    """An expander label: `[2] manual.pdf, p. 4 · Installing · ▰▰▰▰▱ · cited`."""
+    parts = [f"**[{number}]** {escape_markdown(source_location(hit))}"]
+    if best_score is not None:
+        parts.append(score_bar(relative_score(hit, best_score)))
     if cited:
         parts.append(":blue[cited]")
     return " · ".join(parts)
 
 
-def source_details(hit: Mapping[str, Any]) -> str:
-    """The caption over an opened passage: where it comes from, its score and its metadata."""
-    parts = [
+def score_help(hit: Mapping[str, Any]) -> str:
+    """The raw score, for the hover text of a passage's caption."""
+    return (
+        f"Raw score {score_text(hit.get('score'))}: the search's own number (an RRF sum for hybrid, "
+        "a cosine for dense, BM25 for sparse); only its order means something."
+    )
+
+
+def source_details(
+    hit: Mapping[str, Any], rank: int | None = None, total: int | None = None, best_score: Any = None
+) -> str:
+    """The caption over an opened passage: its rank, where it comes from and its metadata."""
+    parts = []
+    if rank is not None:
+        share = relative_score(hit, best_score) if best_score is not None else None
+        parts.append(f"rank {rank} of {total}" + (f" ({share:.0%} of the best score)" if share is not None else ""))
+    parts += [
         f"document {code_text(hit.get('doc_id', '?'))}",
         f"chunk {hit.get('chunk_index', '?')}",
-        f"score {score_text(hit.get('score'))}",
     ]
     metadata = hit.get("metadata") or {}
     parts += [f"{escape_markdown(str(k))}: {escape_markdown(str(v))}" for k, v in list(metadata.items())[:8]]
@@ -214,16 +246,55 @@ def collection_rows(collections: Iterable[Mapping[str, Any]]) -> list[dict[str, 
     rows = []
     for c in collections:
         chunks, dimension = int(c.get("chunks", 0)), int(c.get("dimension", 0))
-        rows.append({
-            "name": c.get("name"),
-            "documents": c.get("documents"),
-            "chunks": chunks,
-            "embedder": c.get("embedder"),
-            "dimension": dimension,
-            # Dense float32 vectors only; the sparse vectors, payload and index add to it.
-            "vectors (MB)": round(chunks * dimension * 4 / 1_000_000, 2),
-            "chunk size": c.get("chunk_size"),
-            "overlap": c.get("chunk_overlap"),
-            "created": c.get("created_at"),
-        })
+        rows.append(
+            {
+                "name": c.get("name"),
+                "documents": c.get("documents"),
+                "chunks": chunks,
+                "embedder": c.get("embedder"),
+                "dimension": dimension,
+                # Dense float32 vectors only; the sparse vectors, payload and index add to it.
+                "vectors (MB)": round(chunks * dimension * 4 / 1_000_000, 2),
+                "chunk size": c.get("chunk_size"),
+                "overlap": c.get("chunk_overlap"),
+                "created": c.get("created_at"),
+            }
+        )
     return rows
+
+
+_WORDS = re.compile(r"[^\W_]+")
+
+
+def cited_spans(passage: str, answer: str, number: int) -> list[tuple[int, int]]:
+    """The sentences of ``passage`` that the answer's statements citing ``[number]`` come from:
+    for each such statement, the passage sentence holding most of its words (at least 60%)."""
+    statements = [
+        answer[start:end]
+        for start, end in sentence_spans(answer)
+        if re.search(rf"\[(?:\d+, ?)*{number}(?:, ?\d+)*\]", answer[start:end])
+    ]
+    sentences = sentence_spans(passage)
+    words = [set(_WORDS.findall(passage[s:e].lower())) for s, e in sentences]
+    chosen: set[tuple[int, int]] = set()
+    for statement in statements:
+        said = set(_WORDS.findall(_CITATION_MARKER.sub("", statement).lower()))
+        if not said or not sentences:
+            continue
+        overlap = [len(said & w) / len(said) for w in words]
+        best = max(range(len(sentences)), key=lambda i: overlap[i])
+        if overlap[best] >= 0.6:
+            chosen.add(sentences[best])
+    return sorted(chosen)
+
+
+def passage_markdown(passage: str, answer: str, number: int) -> str:
+    """A passage as Markdown that shows exactly its text, the sentences the answer cites in bold."""
+    parts: list[str] = []
+    position = 0
+    for start, end in cited_spans(passage, answer, number):
+        parts.append(escape_markdown(passage[position:start]))
+        parts.append("**" + escape_markdown(" ".join(passage[start:end].split())) + "**")
+        position = end
+    parts.append(escape_markdown(passage[position:]))
+    return "".join(parts).replace("\n", "  \n")
