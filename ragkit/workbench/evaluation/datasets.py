@@ -14,12 +14,14 @@ from typing import Any
 
 from ragkit.core.errors import InvalidInput
 from ragkit.core.types import document_to_dict
+from ragkit.workbench.evaluation import manpages
 
 SAMPLE_SEED = 13
 # ragkit/workbench/evaluation/ sits three folders below the checkout.
 REPO_ROOT = Path(__file__).resolve().parents[3]
 # Where DESIGN.md §5 keeps the shared datasets, relative to a source checkout.
 SHARED_BEIR = REPO_ROOT.parent / "shared" / "data" / "beir"
+MANPAGES = "manpages"  # built here: see manpages.py
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,22 @@ def resolve_path(value: str | os.PathLike[str], *, kind: str) -> Path:
     raise InvalidInput(f"{kind} '{value}' does not exist (looked in {Path.cwd()} and {REPO_ROOT})")
 
 
+def built_datasets_dir() -> Path:
+    """Where sets built on this machine are kept (under the data directory, never committed)."""
+    return Path(os.environ.get("RAGKIT_DATA_DIR") or "data") / "datasets"
+
+
 def resolve_dataset(value: str | os.PathLike[str]) -> Path:
-    """A BEIR folder: a path, or the bare name of a shared dataset (``scifact``, ``arguana``)."""
+    """A BEIR folder: a path, the bare name of a shared dataset (``scifact``, ``arguana``), or
+    ``manpages``, the long-document set built from this machine's manual pages on first use."""
     text = str(value)
     if os.sep not in text and "/" not in text and not Path(text).exists() and (SHARED_BEIR / text).is_dir():
         return SHARED_BEIR / text
+    if text == MANPAGES:
+        folder = built_datasets_dir() / MANPAGES
+        if not (folder / "qrels" / "test.tsv").is_file():
+            manpages.build(folder)
+        return folder
     path = resolve_path(value, kind="dataset")
     return path.parent if path.name == "corpus.jsonl" else path
 
