@@ -144,3 +144,17 @@ def test_known_secrets_are_redacted_in_every_written_form() -> None:
     for form in [*forms(SERVE_SECRET), mixed, lowered]:
         assert redact(f"x{form}y") == "x[redacted]y", form
     assert redact("…another-secret-of-32-bytes-or-more!!…") == "…[redacted]…"
+
+
+def test_every_configured_credential_is_a_known_secret() -> None:
+    from ragkit.core.config import Settings
+    from ragkit.core.logs import known_secrets
+
+    settings = Settings(
+        _env_file=None,
+        inter_service_secret="s" * 40,
+        jwt_secret="j" * 40,
+        qdrant_api_key="qdrant-key-123",
+        openai_api_key="sk-openai-key-456",
+    )
+    assert set(known_secrets(settings)) == {"s" * 40, "j" * 40, "qdrant-key-123", "sk-openai-key-456"}

@@ -69,7 +69,7 @@ _JWT = re.compile(r"\beyJ[\w-]{4,}\.eyJ[\w-]{4,}\.[\w-]*")
 def known_secrets(settings: Settings) -> list[str]:
     """Every configured value that must never be logged."""
     found = [s.decode("utf-8", "replace") for s in settings.service_secrets]
-    found += [v for v in (settings.jwt_secret, settings.qdrant_api_key) if v]
+    found += [v for v in (settings.jwt_secret, settings.qdrant_api_key, settings.openai_key) if v]
     return found
 
 
