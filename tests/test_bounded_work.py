@@ -471,7 +471,8 @@ def test_health_answers_within_100_ms_during_the_heaviest_requests(tmp_path: Pat
     # one probe in hundreds can wait for a core that is not ours to give, whatever the service does.
     assert report["ingest"]["p99_ms"] < HEALTH_BUDGET_S * 1000, report
     assert report["ingest"]["max_ms"] < 3 * HEALTH_BUDGET_S * 1000, report
-    # Not yet within the budget: the heaviest search (1,000 hits with payloads, 16 filter keys)
-    # holds the GIL in the store for 120-170 ms at a time (measured at load average 1.9). Bounded
-    # here at the original 500 ms gate until the store's reads are sliced.
-    assert report["search"]["p99_ms"] < 5 * HEALTH_BUDGET_S * 1000, report
+    # The heaviest search (1,000 hits with payloads, 16 filter keys, a 4,000-character query):
+    # payloads come in pages and the query is embedded on ONNX Runtime, which releases the GIL;
+    # measured p99 44 ms at load average 0.9 and 83 ms at 4.0.
+    assert report["search"]["p99_ms"] < HEALTH_BUDGET_S * 1000, report
+    assert report["search"]["max_ms"] < 3 * HEALTH_BUDGET_S * 1000, report
