@@ -20,8 +20,8 @@ def ctrl_c_works() -> None:
 
 
 def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
-    """Start `ragkit serve` on ``port`` and return once uvicorn says the app has started (its
-    lifespan, model warm-up included, is done): the read blocks until that line, and ends if the
+    """Start `ragkit serve` on ``port`` and return once uvicorn says it is listening (after the
+    app's lifespan, model warm-up included): the read blocks until that line, and ends if the
     process exits first."""
     process = subprocess.Popen(
         [sys.executable, "-m", "ragkit", "serve", "--port", str(port)],
@@ -36,7 +36,7 @@ def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
 
 
 def wait_for_startup(process: subprocess.Popen, log: Path | None = None) -> threading.Thread:
-    """Block until the child's stderr (a text pipe) says uvicorn has started the app, copying every
+    """Block until the child's stderr (a text pipe) says uvicorn is listening, copying every
     line to ``log`` when given; then keep draining it, so a full pipe never blocks the service.
     RuntimeError, with what it wrote, if it exits first. Returns the draining thread: join it once
     the process has exited to have every line in ``log``."""
@@ -52,7 +52,9 @@ def wait_for_startup(process: subprocess.Popen, log: Path | None = None) -> thre
     for line in process.stderr:
         seen.append(line)
         copy(line)
-        if "Application startup complete" in line:
+        # uvicorn binds its socket after the app's startup, then says so: before this line a
+        # connection is refused.
+        if "Uvicorn running on" in line:
 
             def drain() -> None:
                 for rest in process.stderr:
