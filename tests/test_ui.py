@@ -247,8 +247,8 @@ def test_search_shows_a_results_table(loaded: Stack) -> None:
     at.button[0].click().run()  # the form's Search button
     assert_clean(at)
     table = at.dataframe[0].value
-    assert list(table.columns) == ["#", "score", "document", "doc_id", "chunk", "preview", "metadata"]
-    assert table["doc_id"][0] == "tokens"
+    assert list(table.columns) == ["#", "score", "document", "where", "doc_id", "chunk", "preview", "metadata"]
+    assert table["doc_id"][0] == "tokens" and table["where"][0].startswith(table["document"][0])
     assert "security" in table["metadata"][0]
     assert "X-Service-Token" in at.text[0].value  # the chosen result in full
 

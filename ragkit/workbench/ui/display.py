@@ -177,6 +177,7 @@ def results_rows(hits: Iterable[Mapping[str, Any]], *, with_metadata: bool = Tru
             "#": rank,
             "score": hit.get("score"),
             "document": document_label(hit),
+            "where": source_location(hit),
             "doc_id": hit.get("doc_id"),
             "chunk": hit.get("chunk_index"),
             "preview": preview(str(hit.get("text", ""))),
