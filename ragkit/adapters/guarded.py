@@ -9,6 +9,9 @@ backend:
   collection specs for the search path (one store round trip less per query; see below).
 * `GuardedEmbedder` and `GuardedGenerator` put `embed`/`generate`/`stream` under the adapter's own
   breaker and otherwise look exactly like the adapter they wrap.
+* `GuardedCondenser` puts an LLM's `condense` under its own breaker (`ollama_condense`,
+  `openai_condense`), apart from the answers' one: a slow condensation must not stop answers, nor
+  an answer outage stop condensation. It has no `probe()`: readiness never waits on it.
 
 Each also has `probe()`, for health checks: one cheap, bounded request to the backend that goes
 around the breaker (an open breaker hides a recovery until its reset time; a probe sees it).
@@ -28,6 +31,7 @@ from ragkit.core.metrics import Metrics
 from ragkit.core.types import (
     CollectionSpec,
     CollectionStats,
+    Condenser,
     DocumentState,
     Embedder,
     Generator,
@@ -35,6 +39,7 @@ from ragkit.core.types import (
     Point,
     SearchMode,
     SparseVector,
+    Turn,
     VectorStore,
 )
 
@@ -262,3 +267,18 @@ class GuardedGenerator:
         """None when the model's host answers within ``timeout_s``, else what went wrong; bypasses
         the breaker."""
         return await _probe_backend(self.backend, timeout_s)
+
+
+class GuardedCondenser:
+    """A condenser whose calls go through its own breaker; everything else is the adapter's."""
+
+    def __init__(self, condenser: Condenser, breakers: BreakerBoard) -> None:
+        self.backend = condenser
+        self._breaker = breakers[condenser.breaker_name]
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.backend, attribute)
+
+    async def condense(self, history: Sequence[Turn], question: str) -> str:
+        with self._breaker.guard():
+            return await self.backend.condense(history, question)

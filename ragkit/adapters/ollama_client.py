@@ -44,10 +44,14 @@ from ragkit.core.errors import (
 )
 
 DEPENDENCY = "ollama"
-Role = Literal["embedding", "generation"]
+Role = Literal["embedding", "generation", "condensation"]
 
 # Which setting names the model, so the 404 message can say what to change.
-_MODEL_SETTING = {"embedding": "OLLAMA_EMBED_MODEL", "generation": "OLLAMA_CHAT_MODEL"}
+_MODEL_SETTING = {
+    "embedding": "OLLAMA_EMBED_MODEL",
+    "generation": "OLLAMA_CHAT_MODEL",
+    "condensation": "OLLAMA_CHAT_MODEL",
+}
 # Ollama answers 503 when its queue is full (OLLAMA_MAX_QUEUE); it usually clears in seconds.
 _BUSY_RETRY_AFTER_S = 2.0
 

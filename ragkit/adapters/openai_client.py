@@ -48,10 +48,12 @@ from ragkit.core.errors import (
 )
 
 DEPENDENCY = "openai"
-Role = Literal["embedding", "generation"]
+Role = Literal["embedding", "generation", "condensation"]
 
 # Which setting names the model, so the 404 message can say what to change.
-_MODEL_SETTING = {"embedding": "OPENAI_EMBED_MODEL", "generation": "OPENAI_MODEL"}
+_MODEL_SETTING = {"embedding": "OPENAI_EMBED_MODEL", "generation": "OPENAI_MODEL", "condensation": "OPENAI_MODEL"}
+# Which setting bounds each call, so a timeout's message can say what to raise.
+_TIMEOUT_SETTING = {"condensation": "RAGKIT_CONDENSE_TIMEOUT"}
 _BUSY_RETRY_AFTER_S = 2.0
 # Servers started without --api-key (vLLM, llama.cpp, LM Studio) accept any key, but the client
 # refuses to be built without one; this placeholder is sent instead, and is no secret.
@@ -147,7 +149,7 @@ def translate(exc: BaseException, *, client: LoopBoundClient, model: str, role: 
         return DependencyTimeout(
             DEPENDENCY,
             f"the server at {host} did not answer within {timeout_s:g} s ({doing}); it may be overloaded "
-            f"or still loading the model: check it, or raise RAGKIT_OPENAI_TIMEOUT",
+            f"or still loading the model: check it, or raise {_TIMEOUT_SETTING.get(role, 'RAGKIT_OPENAI_TIMEOUT')}",
         )
     if isinstance(exc, openai.APIConnectionError):
         return _from_transport(exc.__cause__ or exc, host=host, doing=doing)

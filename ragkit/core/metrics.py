@@ -11,6 +11,7 @@ BREAKER_STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 # deploy/prometheus/alerts.yml budgets search_total and answer_total; the rest say where the time
 # of a slow request went.
 STAGES = {
+    "condense": "a follow-up condensed into a standalone question by the LLM, before retrieval",
     "embed": "embedding the query (a repeated query is answered from the query-vector cache)",
     "retrieve": "the vector-store query: dense, sparse (BM25) or hybrid",
     "generate": "writing the answer, whole or streamed to its end",

@@ -181,6 +181,17 @@ class SearchResult:
     timings_ms: Mapping[str, float] = field(default_factory=dict)
 
 
+TurnRole = Literal["user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a conversation, as the caller sends it with a follow-up."""
+
+    role: TurnRole
+    content: str
+
+
 @dataclass(frozen=True)
 class AnswerResult:
     answer: str
@@ -215,6 +226,16 @@ class Generator(Protocol):
     async def generate(self, question: str, hits: Sequence[Hit]) -> str: ...
 
     def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]: ...
+
+
+class Condenser(Protocol):
+    """Rewrites a follow-up into one standalone question from the conversation before it: what is
+    searched instead of the follow-up. Only LLM backends have one; the logic checks its reply."""
+
+    name: str
+    breaker_name: str  # "ollama_condense" or "openai_condense": apart from the answers' breaker
+
+    async def condense(self, history: Sequence[Turn], question: str) -> str: ...
 
 
 class VectorStore(Protocol):

@@ -1,4 +1,5 @@
-"""Answers from an Ollama chat model (``POST /api/chat``), whole or streamed."""
+"""Answers from an Ollama chat model (``POST /api/chat``), whole or streamed; and follow-ups
+condensed into standalone questions by the same model."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ from typing import Any
 
 import anyio
 
-from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages, check_request
+from ragkit.adapters.generators.prompt import (
+    DEFAULT_MAX_CONTEXT_CHARS,
+    NOTHING_FOUND,
+    build_condense_messages,
+    build_messages,
+    check_condense_request,
+    check_request,
+)
 from ragkit.adapters.ollama_client import LoopBoundClient, translating
 from ragkit.core.errors import ConfigurationError
-from ragkit.core.types import Hit
+from ragkit.core.types import Hit, Turn
 
 BREAKER = "ollama_generation"
+CONDENSE_BREAKER = "ollama_condense"
+# One short line is the whole reply: greedy, and cut off long before a chatty model would finish.
+CONDENSE_OPTIONS = {"temperature": 0, "num_predict": 128}
 
 
 class OllamaGenerator:
@@ -92,6 +103,40 @@ class OllamaGenerator:
                     content = part.message.content
                     if content:
                         yield content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class OllamaCondenser:
+    """Implements ``ragkit.core.types.Condenser`` with an Ollama chat model.
+
+    Its own client and ``timeout_s`` (short: the call holds up retrieval) and its own breaker, so
+    a slow condensation and a slow answer never count against each other.
+    """
+
+    breaker_name = CONDENSE_BREAKER
+
+    def __init__(self, host: str, model: str, timeout_s: float) -> None:
+        if not model:
+            raise ConfigurationError("OllamaCondenser needs a model name (OLLAMA_CHAT_MODEL)")
+        self.host = host
+        self.model = model
+        self.timeout_s = timeout_s
+        self.name = f"ollama:{model}"
+        self._client = LoopBoundClient(host, timeout_s)
+
+    async def condense(self, history: Sequence[Turn], question: str) -> str:
+        check_condense_request(history, question)
+        with translating(host=self.host, model=self.model, role="condensation", timeout_s=self.timeout_s):
+            with anyio.fail_after(self.timeout_s):
+                response = await self._client.get().chat(
+                    model=self.model,
+                    messages=build_condense_messages(history, question),
+                    stream=False,
+                    options=CONDENSE_OPTIONS,
+                )
+            return response.message.content or ""
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,4 +1,5 @@
-"""Answers from an OpenAI-compatible chat model (``POST /chat/completions``), whole or streamed."""
+"""Answers from an OpenAI-compatible chat model (``POST /chat/completions``), whole or streamed; and
+follow-ups condensed into standalone questions by the same model."""
 
 from __future__ import annotations
 
@@ -8,12 +9,20 @@ from typing import Any
 
 import anyio
 
-from ragkit.adapters.generators.prompt import DEFAULT_MAX_CONTEXT_CHARS, NOTHING_FOUND, build_messages, check_request
+from ragkit.adapters.generators.prompt import (
+    DEFAULT_MAX_CONTEXT_CHARS,
+    NOTHING_FOUND,
+    build_condense_messages,
+    build_messages,
+    check_condense_request,
+    check_request,
+)
 from ragkit.adapters.openai_client import DEPENDENCY, LoopBoundClient, request_headers, translating
 from ragkit.core.errors import ConfigurationError, DependencyUnavailable
-from ragkit.core.types import Hit
+from ragkit.core.types import Hit, Turn
 
 BREAKER = "openai_generation"
+CONDENSE_BREAKER = "openai_condense"
 
 
 class OpenAIGenerator:
@@ -104,6 +113,46 @@ class OpenAIGenerator:
                     content = chunk.choices[0].delta.content if chunk.choices else None
                     if content:
                         yield content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class OpenAICondenser:
+    """Implements ``ragkit.core.types.Condenser`` with an OpenAI-compatible chat model.
+
+    Its own client and ``timeout_s`` (short: the call holds up retrieval) and its own breaker, so
+    a slow condensation and a slow answer never count against each other. No sampling parameters
+    are sent: servers disagree on which they take (reasoning models refuse ``temperature``), and a
+    refused request would cost every follow-up its condensation; the reply is checked instead.
+    """
+
+    breaker_name = CONDENSE_BREAKER
+
+    def __init__(self, base_url: str, model: str, timeout_s: float, api_key: str | None = None) -> None:
+        if not model:
+            raise ConfigurationError("OpenAICondenser needs a model name: set OPENAI_MODEL")
+        self.model = model
+        self.timeout_s = timeout_s
+        self.name = f"openai:{model}"
+        self._client = LoopBoundClient(base_url, api_key, timeout_s)
+        self.base_url = self._client.base_url
+
+    def __repr__(self) -> str:
+        return f"OpenAICondenser(base_url={self.base_url!r}, model={self.model!r})"
+
+    async def condense(self, history: Sequence[Turn], question: str) -> str:
+        check_condense_request(history, question)
+        with translating(client=self._client, model=self.model, role="condensation"):
+            with anyio.fail_after(self.timeout_s):
+                response = await self._client.get().chat.completions.create(
+                    model=self.model,
+                    messages=build_condense_messages(history, question),
+                    stream=False,
+                    extra_headers=request_headers(),
+                )
+            # No choice at all is an unusable reply like an empty one: the caller falls back.
+            return (response.choices[0].message.content or "") if response.choices else ""
 
     async def aclose(self) -> None:
         await self._client.aclose()
