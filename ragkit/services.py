@@ -9,13 +9,14 @@ from pathlib import Path
 
 from ragkit.adapters.breakers import CACHE, BreakerBoard
 from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
-from ragkit.adapters.guarded import GuardedEmbedder, GuardedGenerator, GuardedStore
+from ragkit.adapters.guarded import GuardedCondenser, GuardedEmbedder, GuardedGenerator, GuardedStore
 from ragkit.core.config import Settings
 from ragkit.core.errors import ConfigurationError
 from ragkit.core.metrics import Metrics
-from ragkit.core.types import Cache, Embedder, Generator, VectorStore
+from ragkit.core.types import Cache, Condenser, Embedder, Generator, VectorStore
 from ragkit.rag.activity import ReadActivity
 from ragkit.rag.collections import Collections
+from ragkit.rag.conversation import Condensation
 from ragkit.rag.ingest import Ingestor
 from ragkit.rag.optimizer import Optimizer
 from ragkit.rag.pipeline import Pipeline
@@ -39,6 +40,7 @@ class Services:
     ingestor: Ingestor
     optimizer: Optimizer
     collections: Collections
+    condenser: GuardedCondenser | None = None  # with an LLM generator only
 
     def backends(self) -> dict[str, str]:
         return {
@@ -49,7 +51,7 @@ class Services:
         }
 
     async def close(self) -> None:
-        for adapter in (self.embedder, self.generator):
+        for adapter in (self.embedder, self.generator, self.condenser):
             aclose = getattr(adapter, "aclose", None)  # remote adapters hold HTTP connections
             if aclose is not None:
                 await aclose()
@@ -149,6 +151,26 @@ def _build_generator(settings: Settings) -> Generator:
     return ExtractiveGenerator()
 
 
+def _build_condenser(settings: Settings) -> Condenser | None:
+    """The LLM generator's model, asked to condense follow-ups under its own short timeout."""
+    if settings.generator_kind == "openai":
+        from ragkit.adapters.generators.openai import OpenAICondenser
+
+        return OpenAICondenser(
+            base_url=_openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_GENERATOR"),
+            model=_openai_setting(settings.openai_model, "OPENAI_MODEL", "RAGKIT_GENERATOR"),
+            timeout_s=settings.condense_timeout_s,
+            api_key=settings.openai_key,
+        )
+    if settings.generator_kind == "ollama":
+        from ragkit.adapters.generators.ollama import OllamaCondenser
+
+        return OllamaCondenser(
+            host=settings.ollama_url, model=settings.ollama_chat_model, timeout_s=settings.condense_timeout_s
+        )
+    return None  # extractive: follow-ups are rewritten deterministically, as ever
+
+
 def build_services(settings: Settings, *, embedder: Embedder | None = None) -> Services:
     """`embedder` may be passed in to share one loaded model between several instances."""
     from ragkit.adapters.generators.extractive import ExtractiveGenerator
@@ -168,6 +190,8 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     if settings.redis_url:
         cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers[CACHE])
     activity = ReadActivity()  # the pipeline's searches, which the optimizer waits out
+    backend_condenser = _build_condenser(settings)
+    condenser = GuardedCondenser(backend_condenser, breakers) if backend_condenser is not None else None
     pipeline = Pipeline(
         store=store,
         embedder=guarded_embedder,
@@ -179,6 +203,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         max_top_k=settings.max_top_k,
         cache_ttl_s=settings.cache_ttl_s,
         activity=activity,
+        condensation=Condensation(metrics, condenser, max_question_chars=settings.max_query_chars),
     )
     ingestor = Ingestor(store, guarded_embedder, metrics, batch_chunks=max(settings.embed_batch_size * 2, 64))
     optimizer = Optimizer(
@@ -210,4 +235,5 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         ingestor=ingestor,
         optimizer=optimizer,
         collections=collections,
+        condenser=condenser,
     )

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     openai_model: str | None = _env("OPENAI_MODEL")
     openai_embed_model: str | None = _env("OPENAI_EMBED_MODEL")
     openai_timeout_s: float = _env("RAGKIT_OPENAI_TIMEOUT", 60.0, gt=0)
+    # With an LLM generator, a follow-up is condensed into a standalone question by the model before
+    # retrieval: short, since the search waits for it; past it the deterministic rewrite is searched.
+    condense_timeout_s: float = _env("RAGKIT_CONDENSE_TIMEOUT", 5.0, gt=0)
     # Inputs per embeddings request: Text Embeddings Inference refuses more than 32 by default.
     openai_embed_batch_size: int = _env("RAGKIT_OPENAI_EMBED_BATCH_SIZE", 32, ge=1, le=2048)
 

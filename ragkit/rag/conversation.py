@@ -7,17 +7,28 @@ quoted tokens, capitalised names, then the remaining content words, most recent 
 appended to it, up to ``MAX_CARRIED_TERMS`` of them. A question that stands alone is left as it is,
 so a change of subject does not drag the old one along. The rewrite is deterministic: the same
 conversation always searches for the same text, and the caller is shown it (``standalone_query``).
+
+With an LLM configured, ``Condensation`` asks it instead (``core.types.Condenser``): the recent
+turns and the follow-up in, one standalone question out. Only a question that leans on the
+conversation is sent (one that stands alone costs no call), and the reply is checked before it is
+searched. When the model fails, is too slow, its breaker is open, or its reply is not one short
+question, the deterministic rewrite above is searched instead, and the answer says so.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-from ragkit.core.errors import InvalidInput
+from ragkit.core.errors import DependencyError, InvalidInput, UpstreamRejected
+from ragkit.core.metrics import Metrics
 from ragkit.core.text import check_text
+from ragkit.core.types import Condenser, Turn  # Turn lives in core.types: the Condenser port needs it
+
+log = logging.getLogger("ragkit.conversation")
 
 MAX_HISTORY_TURNS = 20
 MAX_TURN_CHARS = 4000
@@ -25,13 +36,10 @@ MAX_CARRIED_TERMS = 8
 # A question with at most this many content words of its own is taken as a follow-up.
 FOLLOW_UP_CONTENT_WORDS = 3
 
-Role = Literal["user", "assistant"]
-
-
-@dataclass(frozen=True)
-class Turn:
-    role: Role
-    content: str
+# A standalone question says the follow-up's subject: a few words more than the follow-up, not
+# a paragraph. A reply longer than this beyond the follow-up is the model talking, not asking.
+MAX_CONDENSED_EXTRA_CHARS = 300
+DEGRADED_REASON = "condensation_unavailable"
 
 
 _CODE = re.compile(r"`([^`\n]{1,80})`|(--?[A-Za-z][\w-]*)|(\b[\w.-]+(?:/[\w.-]+)+\b)|(\b\w+(?:[._]\w+)+\b)")
@@ -99,6 +107,11 @@ def leans_on_context(question: str) -> bool:
     return bool(_LEANS_ON_CONTEXT.search(question)) or len(own) <= FOLLOW_UP_CONTENT_WORDS
 
 
+def follows_up(question: str, history: Sequence[Turn]) -> bool:
+    """Whether the question leans on earlier user turns, so that it needs them to be searched."""
+    return any(t.role == "user" for t in history) and leans_on_context(question)
+
+
 def standalone_query(question: str, history: Sequence[Turn]) -> str:
     """The question, with the earlier user turns' key terms appended when it leans on them."""
     user_turns = [t.content for t in reversed(history) if t.role == "user"]
@@ -122,3 +135,73 @@ def _unique(terms: list[str]) -> list[str]:
             seen.add(term.lower())
             kept.append(term)
     return kept
+
+
+_LABEL = re.compile(r"^(?:standalone question|rewritten question|question)\s*:\s*", re.IGNORECASE)
+_WRAPPING_QUOTES = ('"', "'", "`", "“”", "‘’", "«»")
+
+
+def usable_condensation(reply: str, question: str) -> tuple[str, str]:
+    """The model's reply as a question to search, or "" and what is wrong with it.
+
+    A label ("Standalone question:") or quotes around the question are taken off; anything else
+    is refused rather than guessed at: nothing, several lines, far longer than a question.
+    """
+    text = _LABEL.sub("", reply.strip()).strip()
+    for quotes in _WRAPPING_QUOTES:
+        opening, closing = quotes[0], quotes[-1]
+        if len(text) >= 2 and text[0] == opening and text[-1] == closing:
+            text = text[1:-1].strip()
+    limit = len(question.strip()) + MAX_CONDENSED_EXTRA_CHARS
+    try:
+        check_text(text, "the condensed question")
+    except InvalidInput as exc:
+        return "", f"its reply was unusable: {exc.message}"
+    if not text:
+        return "", "its reply was empty"
+    if "\n" in text:
+        return "", f"its reply ran to {len(text.splitlines())} lines, not one question"
+    if len(text) > limit:
+        return "", f"its reply was {len(text)} characters, far longer than a question"
+    return text, ""
+
+
+class Condensation:
+    """Makes a question standalone before it is searched: by the condenser (an LLM) when one is
+    configured and the question leans on the history, else by the deterministic rewrite, which is
+    also the fallback whenever the condenser cannot be used (see the module docstring).
+
+    ``standalone`` returns what to search and the reasons it is degraded (none, or one), reported
+    and counted like the pipeline's other fallbacks.
+    """
+
+    def __init__(
+        self, metrics: Metrics, condenser: Condenser | None = None, *, max_question_chars: int | None = None
+    ) -> None:
+        self.metrics = metrics
+        self.condenser = condenser
+        self._max_question_chars = max_question_chars
+
+    def _worth_asking(self, question: str, history: Sequence[Turn]) -> bool:
+        # A question the search will refuse (empty, over the limit) is left for it to refuse: a
+        # model's shorter rewrite must not carry it past that check.
+        size = len(question.strip())
+        within = self._max_question_chars is None or size <= self._max_question_chars
+        return size > 0 and within and follows_up(question, history)
+
+    async def standalone(self, question: str, history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
+        if self.condenser is None or not self._worth_asking(question, history):
+            return standalone_query(question, history), ()
+        started = time.perf_counter()
+        try:
+            condensed, problem = usable_condensation(await self.condenser.condense(history, question), question)
+        except (DependencyError, UpstreamRejected) as exc:
+            condensed, problem = "", exc.message
+        finally:
+            self.metrics.stage_latency.labels("condense").observe(time.perf_counter() - started)
+        if condensed:
+            return condensed, ()
+        message = f"condensation unavailable ({problem}); the follow-up was rewritten without the model"
+        self.metrics.degraded.labels(DEGRADED_REASON).inc()
+        log.warning(json.dumps({"event": "degraded", "reason": DEGRADED_REASON, "detail": message}))
+        return standalone_query(question, history), (message,)

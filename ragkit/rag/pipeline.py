@@ -46,7 +46,7 @@ from ragkit.core.types import (
 )
 from ragkit.rag.activity import ReadActivity
 from ragkit.rag.citations import CitationFilter, drop_unknown_citations
-from ragkit.rag.conversation import Turn, check_history, standalone_query
+from ragkit.rag.conversation import Condensation, Turn, check_history
 from ragkit.rag.ingest import check_embedder
 from ragkit.rag.sparse import Bm25Encoder
 
@@ -103,9 +103,11 @@ class Pipeline:
         max_top_k: int,
         cache_ttl_s: float,
         activity: ReadActivity | None = None,
+        condensation: Condensation | None = None,
     ) -> None:
         self.store = store
         self.activity = activity or ReadActivity()  # searches in flight, for the optimizer
+        self.condensation = condensation or Condensation(metrics)  # follow-ups made standalone
         self.embedder = embedder
         self.generator = generator
         self.fallback_generator = fallback_generator
@@ -258,10 +260,10 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
         history: Sequence[Turn] = (),
     ) -> AnswerResult:
-        question = standalone_query(question, check_history(history))
+        question, condensing = await self.condensation.standalone(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         collection_var.set(collection)  # what the answer is written from (see core.context)
-        trace = self._trace_of(found)
+        trace = self._trace_of(found, condensing)
         t = time.perf_counter()
         generator = self.generator if found.hits else self.fallback_generator
         try:
@@ -276,10 +278,10 @@ class Pipeline:
         return self._answer_result(text, found, generator.name, trace)
 
     @staticmethod
-    def _trace_of(found: SearchResult) -> _Trace:
+    def _trace_of(found: SearchResult, earlier: Sequence[str] = ()) -> _Trace:
         return _Trace(
             mode_used=found.mode_used,
-            reasons=list(found.reasons),
+            reasons=[*earlier, *found.reasons],
             timings_ms={"retrieval": found.timings_ms.get("total", 0.0)},
         )
 
@@ -326,18 +328,18 @@ class Pipeline:
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
         started = time.perf_counter()  # the first_token stage: what a reader waits before any text
-        question = standalone_query(question, check_history(history))
+        question, condensing = await self.condensation.standalone(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         collection_var.set(collection)  # what the answer is written from (see core.context)
-        trace = self._trace_of(found)
+        trace = self._trace_of(found, condensing)
         yield (
             "sources",
             {
                 "sources": [hit_to_dict(h) for h in found.hits],
                 "standalone_query": found.query,
                 "mode_used": found.mode_used,
-                "degraded": found.degraded,
-                "reasons": list(found.reasons),
+                "degraded": trace.degraded,
+                "reasons": list(trace.reasons),
             },
         )
         t = time.perf_counter()
