@@ -27,6 +27,12 @@ fixes the text, ``chat_pieces`` the exact streamed deltas (their join is the who
 their well-formed data passages taken out (``instructions_echo``): a model that obeys whatever
 the prompt does not mark as data, so prompt-injection tests can see what leaks. ``POST /api/show``
 answers for known models (404 otherwise), as readiness probes use it.
+
+Condensation: a chat request whose prompt holds a ``<follow-up>`` (ragkit's condensation prompt,
+``is_condensation``) is answered with ``condense_reply``, or by default with the follow-up and the
+latest user turn it leans on, on one line. ``condense_mode`` (any mode above) applies to those
+requests only, whatever the route's mode, so condensation can be slow or failing while answers
+are not, or the other way round; ``condensations()`` returns the condensation requests received.
 """
 
 from __future__ import annotations
@@ -242,7 +248,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fake = self.server.fake
         messages = body.get("messages") or []
-        if fake.chat_pieces is not None:
+        condensing = is_condensation(body)
+        if condensing:
+            reply = condensation_reply(fake, messages)
+        elif fake.chat_pieces is not None:
             reply = "".join(fake.chat_pieces)
         elif fake.echo_instructions:
             reply = instructions_echo(messages)
@@ -280,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        pieces = list(fake.chat_pieces) if fake.chat_pieces is not None else list(_split_reply(reply))
+        fixed = fake.chat_pieces is not None and not condensing
+        pieces = list(fake.chat_pieces or ()) if fixed else list(_split_reply(reply))
         for index, piece in enumerate(pieces):
             line = {
                 "model": model,
@@ -382,6 +392,32 @@ def _default_reply(messages: Sequence[Any]) -> str:
     return "The provided context does not contain the answer."
 
 
+_FOLLOW_UP = re.compile(r"<follow-up>\s*(.*?)\s*</follow-up>", re.DOTALL)
+_USER_TURN = re.compile(r'<turn role="user">\s*(.*?)\s*</turn>', re.DOTALL)
+
+
+def _last_user_content(messages: Any) -> str:
+    if not isinstance(messages, list):
+        return ""
+    return next((str(m.get("content", "")) for m in reversed(messages) if isinstance(m, dict)), "")
+
+
+def is_condensation(body: dict[str, Any] | None) -> bool:
+    """Whether a chat request is ragkit's condensation prompt (a follow-up to make standalone)."""
+    return bool(body) and _FOLLOW_UP.search(_last_user_content(body.get("messages"))) is not None
+
+
+def condensation_reply(fake: FakeOllama, messages: Sequence[Any]) -> str:
+    """``condense_reply``, else the follow-up and the latest user turn it leans on, on one line."""
+    if fake.condense_reply is not None:
+        return fake.condense_reply
+    user = _last_user_content(list(messages))
+    follow_up = _FOLLOW_UP.search(user)
+    turns = _USER_TURN.findall(user)
+    subject = f" (about: {turns[-1]})" if turns else ""
+    return f"{follow_up.group(1) if follow_up else ''}{subject}"
+
+
 def _split_reply(reply: str) -> Iterator[str]:
     """Word-sized deltas, like a model emitting tokens; joined they give the reply back."""
     for match in re.finditer(r"\s*\S+", reply):
@@ -402,6 +438,8 @@ class FakeOllama:
         echo_instructions: bool = False,
         stream_delay: float = 0.0,
         version: str = "0.6.0-fake",
+        condense_reply: str | None = None,
+        condense_mode: str | None = None,
     ) -> None:
         self.dim = dim
         self.models: tuple[str, ...] = tuple(models)  # empty: every model name is accepted
@@ -411,6 +449,10 @@ class FakeOllama:
         self.echo_instructions = echo_instructions
         self.stream_delay = stream_delay
         self.version = version
+        self.condense_reply = condense_reply
+        if condense_mode is not None and condense_mode not in MODES:
+            raise ValueError(f"unknown mode {condense_mode!r}; expected one of {MODES}")
+        self.condense_mode = condense_mode  # None: condensation requests follow the route's mode
         self.port = 0
         self._mode = "ok"
         self._route_modes: dict[str, str] = {}
@@ -522,6 +564,11 @@ class FakeOllama:
         with self._lock:
             return list(self._bodies.get(path, []))
 
+    def condensations(self) -> list[dict[str, Any]]:
+        """The bodies of the condensation requests received (on any chat route), oldest first."""
+        with self._lock:
+            return [body for bodies in self._bodies.values() for body in bodies if is_condensation(body)]
+
     def request_headers(self, path: str) -> list[dict[str, str]]:
         """The headers (names in lower case) of each request received on a route, oldest first."""
         with self._lock:
@@ -542,6 +589,8 @@ class FakeOllama:
                 self._bodies.setdefault(path, []).append(body)
             mode = self._route_modes.get(path, self._mode)
             seconds = self._route_seconds.get(path, self.slow_seconds)
+            if self.condense_mode is not None and is_condensation(body):
+                mode = self.condense_mode
         return mode, seconds
 
     def _mode_for(self, path: str) -> str:

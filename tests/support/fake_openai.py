@@ -20,7 +20,8 @@ Modes, as the Ollama stand-in's: ``ok``, ``slow`` (hold ``slow_seconds``, then a
 does not exist", as vLLM), ``stream_error`` (one chunk, then an in-band ``data: {"error": ...}``),
 ``stream_reset`` (``break_after`` chunks, then a TCP RST), ``stream_stall`` (``break_after``
 chunks, then silence for ``slow_seconds``), ``hold`` (until the test sets another mode). Replies
-are the Ollama stand-in's (``chat_reply``, ``chat_pieces``, or from the first passage, citing [1]).
+are the Ollama stand-in's (``chat_reply``, ``chat_pieces``, or from the first passage, citing [1]),
+and so is condensation (``condense_reply``, ``condense_mode``, ``condensations()``).
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ class _Handler(fake_ollama._Handler):
             return
         fake = self.server.fake
         messages = body.get("messages") or []
-        if fake.chat_pieces is not None:
+        if fake_ollama.is_condensation(body):
+            reply = fake_ollama.condensation_reply(fake, messages)
+        elif fake.chat_pieces is not None:
             reply = "".join(fake.chat_pieces)
         else:
             reply = fake.chat_reply or fake_ollama._default_reply(messages)
