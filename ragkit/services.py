@@ -237,3 +237,14 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         collections=collections,
         condenser=condenser,
     )
+
+
+def check_settings(settings: Settings) -> None:
+    """The backend settings' mistakes, as ConfigurationError, before anything is loaded: `ragkit
+    serve` then says what to set in one line instead of failing in its lifespan with a traceback."""
+    if settings.embedder_kind == "openai":
+        _openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_EMBEDDER")
+        _openai_setting(settings.openai_embed_model, "OPENAI_EMBED_MODEL", "RAGKIT_EMBEDDER")
+    if settings.generator_kind == "openai":
+        _openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_GENERATOR")
+        _openai_setting(settings.openai_model, "OPENAI_MODEL", "RAGKIT_GENERATOR")

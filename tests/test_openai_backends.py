@@ -205,7 +205,7 @@ def test_a_missing_setting_is_a_configuration_error_naming_the_variable(
 
 def test_ragkit_serve_refuses_to_start_without_the_base_url(tmp_path: Path) -> None:
     # What a person sees: the service does not come up, and its output says what to set.
-    with pytest.raises(RuntimeError, match="needs OPENAI_BASE_URL: set it"):
+    with pytest.raises(RuntimeError, match="refuses to start: RAGKIT_GENERATOR=openai needs OPENAI_BASE_URL: set it"):
         start_serve(tmp_path, free_port(), INTER_SERVICE_SECRET=SECRET, RAGKIT_GENERATOR="openai", OPENAI_MODEL=MODEL)
 
 

@@ -35,6 +35,9 @@ def serve(host: str, port: int, workers: int) -> None:
     if workers > 1 and not settings.qdrant_url:
         raise click.UsageError("the embedded store belongs to one process: --workers > 1 needs QDRANT_URL")
     try:
+        from ragkit.services import check_settings
+
+        check_settings(settings)
         if not settings.qdrant_url:
             # The app builds its store in its lifespan, where a failure is a traceback and exit 3:
             # a data directory that is read-only, full or held by another service is said here.
