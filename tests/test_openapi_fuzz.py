@@ -232,7 +232,12 @@ BEYOND_JSON_SCHEMA = {
     ("POST", f"{API}/collections"): r"^chunk_overlap must be at least 0 and less than chunk_size",
     # items unique by one of their fields; and what an uploaded file holds (it fails alone, and the
     # request only when no file could be read)
-    ("POST", f"{API}/collections/{{name}}/documents"): r"appears more than once in one request|^no file could be",
+    ("POST", f"{API}/collections/{{name}}/documents"): r"appears more than once in one request|^no file could be"
+    # page offsets compared with the text's length and with each other
+    r"|page_starts must be ascending offsets into the text",
+    # which message is the question (the last, a user's), and the question's limit (messages before
+    # it may be longer: they are history)
+    ("POST", "/openai/v1/chat/completions"): r"^the last message|^the query is \d+ characters",
 }
 
 

@@ -27,7 +27,7 @@ from ragkit.http.observe import Observe
 from ragkit.http.openapi import install_openapi
 from ragkit.http.ratelimit import RateLimitHeaders
 from ragkit.http.request_id import RequestId
-from ragkit.http.routes import collections, documents, feedback, health, rag
+from ragkit.http.routes import collections, documents, feedback, health, openai_compat, rag
 from ragkit.rag.ingest import learn_dimension
 from ragkit.services import Services, build_services
 
@@ -43,7 +43,7 @@ def _route_label(request: Request) -> str:
     template = getattr(request.scope.get("route"), "path", None)
     if template is None:
         return "unmatched"
-    for prefix in (API_PREFIX, DEPRECATED_PREFIX):
+    for prefix in (API_PREFIX, DEPRECATED_PREFIX, openai_compat.PREFIX):
         # A route of an included router may carry its path without the prefix it is mounted at.
         if request.url.path.startswith(prefix + "/") and not template.startswith(prefix):
             return prefix + template
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (rag, collections, documents, feedback):
         app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
+    app.include_router(openai_compat.router, prefix=openai_compat.PREFIX, tags=[openai_compat.TAG])
     app.include_router(health.router)
 
     app.add_middleware(

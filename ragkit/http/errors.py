@@ -17,12 +17,26 @@ from ragkit.core.errors import DependencyError, RagkitError, RateLimited
 log = logging.getLogger("ragkit.http")
 
 
-def error_response(exc: RagkitError) -> JSONResponse:
+OPENAI_PREFIX = "/openai/"
+# OpenAI's error "type" for each status: its clients show it, and raise by the status.
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+
+
+def _body(request: Request, status: int, error: dict) -> dict:
+    """``{"error": {...}}``; on the OpenAI-compatible routes in OpenAI's shape too (``type`` and
+    ``param`` beside ragkit's ``code`` and ``message``), so OpenAI clients read it as their own."""
+    if request.url.path.startswith(OPENAI_PREFIX):
+        kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        error = {**error, "type": kind, "param": None}
+    return {"error": error}
+
+
+def error_response(exc: RagkitError, request: Request) -> JSONResponse:
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, (DependencyError, RateLimited)) and retry_after is not None:
         headers["Retry-After"] = str(max(1, round(retry_after)))
-    return JSONResponse(status_code=exc.status, content={"error": exc.to_dict()}, headers=headers)
+    return JSONResponse(status_code=exc.status, content=_body(request, exc.status, exc.to_dict()), headers=headers)
 
 
 def _allowed_methods(request: Request) -> str:
@@ -40,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def ragkit_error(request: Request, exc: RagkitError) -> JSONResponse:
         if exc.status >= 500:
             log.warning("%s %s → %s: %s", request.method, request.url.path, exc.status, exc.message)
-        return error_response(exc)
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -49,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse(
             status_code=422,
-            content={"error": {"code": "invalid_input", "message": "; ".join(problems), "fields": problems}},
+            content=_body(request, 422, {"code": "invalid_input", "message": "; ".join(problems), "fields": problems}),
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -58,7 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
             # What FastAPI and Starlette answer for a body they could not read at all (JSON that is
             # not UTF-8, broken multipart): invalid input like any other malformed body, so a 422.
             message = f"the request body could not be read ({exc.detail}); send UTF-8 JSON or multipart files"
-            return JSONResponse(status_code=422, content={"error": {"code": "invalid_input", "message": message}})
+            body = _body(request, 422, {"code": "invalid_input", "message": message})
+            return JSONResponse(status_code=422, content=body)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = (
             "no such route; the API is under /api/v1/rag (see /docs)" if exc.status_code == 404 else str(exc.detail)
@@ -66,9 +81,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
-        return JSONResponse(
-            status_code=exc.status_code, content={"error": {"code": code, "message": message}}, headers=headers
-        )
+        body = _body(request, exc.status_code, {"code": code, "message": message})
+        return JSONResponse(status_code=exc.status_code, content=body, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -78,6 +92,6 @@ def install_error_handlers(app: FastAPI) -> None:
         request_id = current_request_id()
         return JSONResponse(
             status_code=500,
-            content={"error": {"code": "internal", "message": "internal error; see the service log"}},
+            content=_body(request, 500, {"code": "internal", "message": "internal error; see the service log"}),
             headers={REQUEST_ID_HEADER: request_id} if request_id else None,
         )

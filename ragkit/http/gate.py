@@ -162,11 +162,16 @@ class Gate:
         if len(authorizations) > 1:
             raise self._refuse(request, "several_authorization_headers")
         bearer = authorizations[0] if authorizations else ""
+        # OpenAI clients send their key as a bearer token: the service token is accepted that way too.
+        if bearer.lower().startswith("bearer ") and self._tokens.matches(bearer[7:].strip()):
+            return SERVICE_PRINCIPAL
         if bearer.lower().startswith("bearer ") and self._jwt is not None:
             try:
                 return self._jwt.verify(bearer[7:].strip())
             except Unauthorized as exc:
                 raise self._refuse(request, str(exc.details.get("reason", "invalid_jwt"))) from exc
+        if bearer.lower().startswith("bearer "):
+            raise self._refuse(request, "invalid_bearer_token")  # not the service token, and no JWTs here
         raise self._refuse(request, "missing_credentials")
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from ragkit.core.types import (
 )
 from ragkit.rag.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from ragkit.rag.conversation import MAX_HISTORY_TURNS, MAX_TURN_CHARS
+from ragkit.rag.locate import MAX_PAGES
 
 Mode = SearchMode
 
@@ -234,8 +235,10 @@ class DocumentIn(_Strict):
     text: NonBlank
     title: str = ""
     metadata: dict[str, Any] = {}
-    page_starts: list[int] = Field(
-        [], description="Where each page starts in the text (character offsets, ascending): chunks then cite pages"
+    page_starts: list[Annotated[int, Field(ge=0), BeforeValidator(_whole_number)]] = Field(
+        [],
+        max_length=MAX_PAGES,
+        description="Where each page starts in the text (character offsets, ascending): chunks then cite pages",
     )
 
 

@@ -16,7 +16,7 @@ from ragkit.core.errors import InvalidInput, RagkitError
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.types import CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
 from ragkit.rag.chunking import validate_chunking
-from ragkit.rag.ingest import Ingestor, IngestReport, learn_dimension
+from ragkit.rag.ingest import Ingestor, IngestReport, check_embedder, learn_dimension
 from ragkit.rag.loaders import load_bytes
 from ragkit.rag.optimizer import Optimizer
 
@@ -101,6 +101,11 @@ class Collections:
         )
         await self._store.create_collection(spec)
         return CollectionStats(spec=spec, documents=0, chunks=0)
+
+    async def embed(self, name: str, texts: Sequence[str]) -> list[list[float]]:
+        """Vectors of ``texts`` by the collection's embedder, so a client can search it with them."""
+        check_embedder(await self._store.get_collection(name), self._embedder)
+        return await self._embedder.embed(list(texts))
 
     async def drop(self, name: str) -> None:
         await self._store.delete_collection(name)
