@@ -22,16 +22,16 @@ OPENAI_PREFIX = "/openai/"
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 
 
-def _body(request: Request, status: int, error: dict) -> dict:
+def _body(request: Request | None, status: int, error: dict) -> dict:
     """``{"error": {...}}``; on the OpenAI-compatible routes in OpenAI's shape too (``type`` and
     ``param`` beside ragkit's ``code`` and ``message``), so OpenAI clients read it as their own."""
-    if request.url.path.startswith(OPENAI_PREFIX):
+    if request is not None and request.url.path.startswith(OPENAI_PREFIX):
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         error = {**error, "type": kind, "param": None}
     return {"error": error}
 
 
-def error_response(exc: RagkitError, request: Request) -> JSONResponse:
+def error_response(exc: RagkitError, request: Request | None = None) -> JSONResponse:
     headers = {}
     retry_after = getattr(exc, "retry_after", None)
     if isinstance(exc, (DependencyError, RateLimited)) and retry_after is not None:
