@@ -99,7 +99,10 @@ def score_bar(share: float, width: int = 5) -> str:
 
 def source_label(number: int, hit: Mapping[str, Any], *, cited: bool, best_score: Any = None) -> str:
     """An expander label: `[2] manual.pdf, p. 4 · Installing · ▰▰▰▰▱ · cited`."""
-    parts = [f"**[{number}]** {escape_markdown(source_location(hit))}"]
+    where, title = source_location(hit), str(hit.get("title") or "")
+    # The title says what it is, the location where: both, unless the location already is the title.
+    shown = where if not title or title in where else f"{title} · {where}"
+    parts = [f"**[{number}]** {escape_markdown(shown)}"]
     if best_score is not None:
         parts.append(score_bar(relative_score(hit, best_score)))
     if cited:
