@@ -218,3 +218,19 @@ def test_units_of_a_chunk_that_starts_mid_list() -> None:
         "Watch the audit log.",
         "Done.",
     ]
+
+
+@pytest.mark.anyio
+async def test_a_command_line_option_in_the_question_finds_its_own_description() -> None:
+    # "-v" is no word once split on punctuation: without options as terms, every option's line
+    # shares the question's words ("option", "do") alike and the answer is whichever came first.
+    page = hit(
+        1,
+        "## Options\n\n-a, --all\n       show every entry, hidden ones included\n\n"
+        "-v, --verbose\n       print each file as it is processed\n\n-q, --quiet\n       print nothing but errors",
+        title="tool",
+    )
+    answer = await ExtractiveGenerator(max_sentences=1).generate("What does the -v option of tool do?", [page])
+    assert answer == "-v, --verbose print each file as it is processed [1]."
+    answer = await ExtractiveGenerator(max_sentences=1).generate("and what does --quiet do?", [page])
+    assert answer == "-q, --quiet print nothing but errors [1]."

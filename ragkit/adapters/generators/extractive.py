@@ -52,6 +52,7 @@ MIN_SIMILARITY = 0.35
 MAX_ANSWER_CHARS = 700
 
 _WORD = re.compile(r"[^\W_]+")
+_OPTION = re.compile(r"(?<![\w-])--?[A-Za-z0-9][\w-]*")
 _TERMINAL = ".!?:"
 _STOPWORD_TEXT = """
     a about above after again against all am an and any are as at be because been before being
@@ -75,8 +76,13 @@ def _stem(word: str) -> str:
 
 
 def terms(text: str) -> frozenset[str]:
+    """Content words, stemmed, and command-line options as written ("-v", "--force"): an option
+    is the most specific thing a question can name, and "-v" has no word left once split."""
     words = (w.lower() for w in _WORD.findall(text))
-    return frozenset(_stem(w) for w in words if w not in _STOPWORDS and (len(w) > 1 or w.isdigit()))
+    options = (o.lower() for o in _OPTION.findall(text))
+    return frozenset(
+        [_stem(w) for w in words if w not in _STOPWORDS and (len(w) > 1 or w.isdigit())] + list(options)
+    )
 
 
 def cite(sentence: str, number: int) -> str:
