@@ -42,6 +42,23 @@ def test_code_and_quoted_tokens_are_carried_whole() -> None:
     assert "ragkit ingest --batch 64" in rewritten and "unchanged" in rewritten
 
 
+def test_a_follow_up_naming_its_own_option_is_answered_about_it_and_searched_with_the_earlier_one() -> None:
+    history = [Turn("user", "What does the --archive option of cp do?"), Turn("assistant", "same as -dR [1].")]
+    to_answer = standalone_query("and what does --force do?", history, to_answer=True)
+    assert to_answer.startswith("and what does --force do?")
+    assert "cp" in to_answer.split()  # a two-letter command is a subject too
+    assert "--archive" not in to_answer  # the follow-up asks about --force instead
+    # The search keeps the earlier option: it is what finds the page both options are on.
+    assert "--archive" in standalone_query("and what does --force do?", history)
+    # Without an option of its own, the earlier one is the subject of the answer too.
+    assert "--archive" in standalone_query("and is it safe?", history, to_answer=True)
+
+
+def test_a_name_in_capitals_is_carried_even_when_it_spells_a_common_word() -> None:
+    rewritten = standalone_query("And what does -d do?", [Turn("user", "What does the -I option of AS do?")])
+    assert "AS" in rewritten.split()
+
+
 def test_a_question_that_stands_alone_is_left_as_it_is() -> None:
     question = "What is the boiling point of water at sea level in Denver?"
     assert standalone_query(question, SNAPSHOT_TALK) == question

@@ -88,18 +88,26 @@ def recent_turns(turns: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
     return history
 
 
-def key_terms(text: str) -> list[str]:
-    """Code and quoted tokens, then capitalised names, then content words, each once, in order."""
-    found: list[str] = []
-    for match in _CODE.finditer(text):
-        found.append(next(g for g in match.groups() if g))
-    for match in _QUOTED.finditer(text):
-        found.append(next(g for g in match.groups() if g))
+def code_tokens(text: str) -> list[str]:
+    """Code and quoted tokens: options, paths, identifiers, `inline code`, "quoted text"."""
+    found = [next(g for g in match.groups() if g) for match in _CODE.finditer(text)]
+    return found + [next(g for g in match.groups() if g) for match in _QUOTED.finditer(text)]
+
+
+def key_terms(text: str, *, with_code: bool = True) -> list[str]:
+    """Code and quoted tokens (unless ``with_code`` is False), then capitalised names, then content
+    words, each once, in order."""
     words = _WORD.findall(_CODE.sub(" ", text))
-    # Capitalised, and not only because it starts the text: a name (Qdrant, Debian), not "How".
-    names = [w for i, w in enumerate(words) if w[0].isupper() and (i or w.isupper()) and w.lower() not in _STOPWORDS]
-    content = [w for w in words if w.lower() not in _STOPWORDS and len(w) > 2]
-    return _unique(found + names + content)
+    # Capitalised, and not only because it starts the text: a name (Qdrant, Debian), not "How"; one
+    # in capitals is a name even when it spells a common word (the assembler AS, the IT team).
+    names = [
+        w
+        for i, w in enumerate(words)
+        if (w[0].isupper() and (i or w.isupper()) and w.lower() not in _STOPWORDS) or (len(w) > 1 and w.isupper())
+    ]
+    # Two letters may be a whole subject: the cp, ls and df commands.
+    content = [w for w in words if w.lower() not in _STOPWORDS and len(w) > 1]
+    return _unique((code_tokens(text) if with_code else []) + names + content)
 
 
 def leans_on_context(question: str) -> bool:
@@ -112,15 +120,21 @@ def follows_up(question: str, history: Sequence[Turn]) -> bool:
     return any(t.role == "user" for t in history) and leans_on_context(question)
 
 
-def standalone_query(question: str, history: Sequence[Turn]) -> str:
-    """The question, with the earlier user turns' key terms appended when it leans on them."""
+def standalone_query(question: str, history: Sequence[Turn], *, to_answer: bool = False) -> str:
+    """The question, with the earlier user turns' key terms appended when it leans on them.
+
+    ``to_answer``: the version an answer is chosen by, not searched with. A follow-up naming its
+    own option or identifier ("and what does --force do?") asks about it instead of the earlier
+    one, so the earlier one is left out there; the search keeps it, because it is what finds the
+    page both are on."""
     user_turns = [t.content for t in reversed(history) if t.role == "user"]
     if not user_turns or not leans_on_context(question):
         return question
     present = {w.lower() for w in _WORD.findall(question)}
+    replaces_code = to_answer and bool(code_tokens(question))
     carried: list[str] = []
     for turn in user_turns:
-        for term in key_terms(turn):
+        for term in key_terms(turn, with_code=not replaces_code):
             if term.lower() not in present and len(carried) < MAX_CARRIED_TERMS:
                 carried.append(term)
                 present.add(term.lower())
@@ -166,13 +180,18 @@ def usable_condensation(reply: str, question: str) -> tuple[str, str]:
     return text, ""
 
 
+# (what to search, what to answer, why degraded)
+Standalone = tuple[str, str, tuple[str, ...]]
+
+
 class Condensation:
     """Makes a question standalone before it is searched: by the condenser (an LLM) when one is
     configured and the question leans on the history, else by the deterministic rewrite, which is
     also the fallback whenever the condenser cannot be used (see the module docstring).
 
-    ``standalone`` returns what to search and the reasons it is degraded (none, or one), reported
-    and counted like the pipeline's other fallbacks.
+    ``standalone`` returns what to search, what to answer (the same, but for the deterministic
+    rewrite's ``to_answer`` version) and the reasons it is degraded (none, or one), reported and
+    counted like the pipeline's other fallbacks.
     """
 
     def __init__(
@@ -189,9 +208,9 @@ class Condensation:
         within = self._max_question_chars is None or size <= self._max_question_chars
         return size > 0 and within and follows_up(question, history)
 
-    async def standalone(self, question: str, history: Sequence[Turn]) -> tuple[str, tuple[str, ...]]:
+    async def standalone(self, question: str, history: Sequence[Turn]) -> Standalone:
         if self.condenser is None or not self._worth_asking(question, history):
-            return standalone_query(question, history), ()
+            return self._rewritten(question, history, ())
         started = time.perf_counter()
         try:
             condensed, problem = usable_condensation(await self.condenser.condense(history, question), question)
@@ -200,8 +219,12 @@ class Condensation:
         finally:
             self.metrics.stage_latency.labels("condense").observe(time.perf_counter() - started)
         if condensed:
-            return condensed, ()
+            return condensed, condensed, ()
         message = f"condensation unavailable ({problem}); the follow-up was rewritten without the model"
         self.metrics.degraded.labels(DEGRADED_REASON).inc()
         log.warning(json.dumps({"event": "degraded", "reason": DEGRADED_REASON, "detail": message}))
-        return standalone_query(question, history), (message,)
+        return self._rewritten(question, history, (message,))
+
+    @staticmethod
+    def _rewritten(question: str, history: Sequence[Turn], reasons: tuple[str, ...]) -> Standalone:
+        return standalone_query(question, history), standalone_query(question, history, to_answer=True), reasons

@@ -260,18 +260,18 @@ class Pipeline:
         filters: Mapping[str, Any] | None = None,
         history: Sequence[Turn] = (),
     ) -> AnswerResult:
-        question, condensing = await self.condensation.standalone(question, check_history(history))
+        question, focus, condensing = await self.condensation.standalone(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         collection_var.set(collection)  # what the answer is written from (see core.context)
         trace = self._trace_of(found, condensing)
         t = time.perf_counter()
         generator = self.generator if found.hits else self.fallback_generator
         try:
-            text = await generator.generate(found.query, found.hits)
+            text = await generator.generate(focus, found.hits)
         except (DependencyError, UpstreamRejected) as exc:
             self._degrade_generation(trace, exc)
             generator = self.fallback_generator
-            text = await generator.generate(found.query, found.hits)
+            text = await generator.generate(focus, found.hits)
         text, dropped = drop_unknown_citations(text, len(found.hits))
         self._count_dropped_citations(dropped, generator.name)
         self._finish_generation(trace, t)
@@ -328,7 +328,7 @@ class Pipeline:
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
         started = time.perf_counter()  # the first_token stage: what a reader waits before any text
-        question, condensing = await self.condensation.standalone(question, check_history(history))
+        question, focus, condensing = await self.condensation.standalone(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
         collection_var.set(collection)  # what the answer is written from (see core.context)
         trace = self._trace_of(found, condensing)
@@ -350,7 +350,7 @@ class Pipeline:
         citations = CitationFilter(len(found.hits))
         generator = self.generator if found.hits else self.fallback_generator
         try:
-            async for piece in generator.stream(found.query, found.hits):
+            async for piece in generator.stream(focus, found.hits):
                 if not pieces:
                     self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)
@@ -370,7 +370,7 @@ class Pipeline:
             self._degrade_generation(trace, exc)
             yield "degraded", {"reasons": trace.reasons}
             generator = self.fallback_generator
-            async for piece in generator.stream(found.query, found.hits):
+            async for piece in generator.stream(focus, found.hits):
                 if not pieces:
                     self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)
