@@ -11,6 +11,7 @@ test_error_translation.py.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -75,11 +76,12 @@ def fake_openai_server() -> Iterator[FakeOpenAI]:
 def paced_by(fake: FakeOllama) -> Callable[[], AbstractContextManager[None]]:
     @contextmanager
     def paced() -> Iterator[None]:
-        fake.stream_delay = 0.05
+        fake.pieces_held = threading.Event()  # the answer stops after its first piece meanwhile
         try:
             yield
         finally:
-            fake.stream_delay = 0.0
+            fake.pieces_held.set()
+            fake.pieces_held = None
 
     return paced
 

@@ -105,10 +105,19 @@ async def test_two_waiting_builds_both_go_when_the_search_ends() -> None:
     from ragkit.rag.activity import ReadActivity
 
     activity = ReadActivity()
+    both_waiting = asyncio.Event()
+
+    class Waiters(set):  # the activity's waiters, announcing when the second has registered
+        def add(self, waiter: asyncio.Event) -> None:
+            super().add(waiter)
+            if len(self) == 2:
+                both_waiting.set()
+
+    activity._waiters = Waiters()
     with activity.reading():
         first = asyncio.ensure_future(activity.until_quiet(0.0, WAIT_S))
         second = asyncio.ensure_future(activity.until_quiet(0.0, WAIT_S))
-        await asyncio.sleep(0)  # both start waiting (one turn of the loop, not a timed wait)
+        await asyncio.wait_for(both_waiting.wait(), WAIT_S)
         assert not first.done() and not second.done()
     # One search ending wakes every waiter, not only the last to wait.
     assert await asyncio.wait_for(asyncio.gather(first, second), WAIT_S) == [True, True]

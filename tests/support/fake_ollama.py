@@ -66,6 +66,7 @@ MODES = (
 )
 # Faults that strike once an answer has begun: the status line and the first piece are sent.
 _MID_ANSWER = ("stream_reset", "stream_stall")
+HOLD_LIMIT_S = 30.0  # longest a held stream waits for its release
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -307,6 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
             if mid_answer is not None and index == 0:
                 self._break_off(mid_answer, seconds)
                 return
+            fake.hold_after_first(index)
             if fake.stream_delay:
                 time.sleep(fake.stream_delay)
         final = {
@@ -448,6 +450,9 @@ class FakeOllama:
         self.chat_pieces: tuple[str, ...] | None = tuple(chat_pieces) if chat_pieces is not None else None
         self.echo_instructions = echo_instructions
         self.stream_delay = stream_delay
+        # Set to an Event: a streamed answer stops after its first piece until the test sets it
+        # (a consumer can then hang up mid-answer for sure, however fast the machine).
+        self.pieces_held: threading.Event | None = None
         self.version = version
         self.condense_reply = condense_reply
         if condense_mode is not None and condense_mode not in MODES:
@@ -465,6 +470,13 @@ class FakeOllama:
         self._release = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+
+    def hold_after_first(self, index: int) -> None:
+        """Called by the handlers after each streamed piece: holds the rest while ``pieces_held``
+        is an unset Event (bounded, so a test that forgets to release it cannot hang the server)."""
+        held = self.pieces_held
+        if index == 0 and held is not None:
+            held.wait(HOLD_LIMIT_S)
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -200,8 +200,7 @@ class _Handler(fake_ollama._Handler):
             if mode in _MID_ANSWER and index + 1 == min(fake.break_after, len(pieces)):
                 self._break_off(mode, seconds)
                 return
-            if fake.stream_delay:
-                time.sleep(fake.stream_delay)
+            fake.hold_after_first(index)
         event({}, finish="stop")
         self._write_chunk(b"data: [DONE]\n\n")
         self._write_chunk(b"")
