@@ -29,11 +29,14 @@ from ragkit.adapters.stores.common import DEPENDENCY
 from ragkit.core.errors import CallerError, DependencyTimeout, RagkitError
 from ragkit.core.metrics import Metrics
 from ragkit.core.types import (
+    DEFAULT_GENERATION,
+    Chunk,
     CollectionSpec,
     CollectionStats,
     Condenser,
     DocumentState,
     Embedder,
+    GenerationOptions,
     Generator,
     Hit,
     Point,
@@ -144,6 +147,9 @@ class GuardedStore:
     async def document_state(self, name: str, doc_id: str) -> DocumentState | None:
         return await self._call(STORE_READ, "document_state", self.backend.document_state, name, doc_id)
 
+    async def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentState, list[Chunk]] | None:
+        return await self._call(STORE_READ, "document_chunks", self.backend.document_chunks, name, doc_id)
+
     async def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int:
         return await self._call(
             STORE_WRITE, "delete_stale", self.backend.delete_stale, name, doc_id, keep_hash, keep_count
@@ -253,14 +259,18 @@ class GuardedGenerator:
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.backend, attribute)
 
-    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+    async def generate(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> str:
         with self._breaker.guard():
-            return await self.backend.generate(question, hits)
+            return await self.backend.generate(question, hits, options)
 
-    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> AsyncIterator[str]:
         # The breaker spans the whole stream: a host that fails mid-answer counts as failing.
         with self._breaker.guard():
-            async for piece in self.backend.stream(question, hits):
+            async for piece in self.backend.stream(question, hits, options):
                 yield piece
 
     async def probe(self, timeout_s: float = 2.0) -> str | None:

@@ -217,15 +217,34 @@ class Embedder(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
 
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What a caller asks of how the answer is written, for a generator that is an LLM: a chat
+    client's system messages (added to the prompt's rules, never replacing them), its sampling
+    temperature and a cap on the answer's tokens. ``None`` leaves the model's own setting. The
+    extractive generator quotes passages and has nothing to apply them to."""
+
+    instructions: tuple[str, ...] = ()
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+DEFAULT_GENERATION = GenerationOptions()
+
+
 class Generator(Protocol):
     """Writes an answer from a question and numbered context passages."""
 
     name: str
     breaker_name: str  # "local_generation" or "ollama_generation"
 
-    async def generate(self, question: str, hits: Sequence[Hit]) -> str: ...
+    async def generate(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> str: ...
 
-    def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]: ...
+    def stream(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> AsyncIterator[str]: ...
 
 
 class Condenser(Protocol):
@@ -259,6 +278,8 @@ class VectorStore(Protocol):
     def upsert(self, name: str, points: Sequence[Point]) -> None: ...
 
     def document_state(self, name: str, doc_id: str) -> DocumentState | None: ...
+
+    def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentState, list[Chunk]] | None: ...
 
     def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int: ...
 
@@ -308,6 +329,8 @@ class Store(Protocol):
     async def upsert(self, name: str, points: Sequence[Point]) -> None: ...
 
     async def document_state(self, name: str, doc_id: str) -> DocumentState | None: ...
+
+    async def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentState, list[Chunk]] | None: ...
 
     async def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int: ...
 

@@ -60,7 +60,8 @@ class ChatRequest(_Tolerant):
     model: str = Field(min_length=1, max_length=200, description="ragkit/<collection> (GET /models lists them)")
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
-    # Accepted, for clients that always send them; the generators do not take them yet.
+    # For an LLM generator (the newer name wins when a client sends both); the extractive one
+    # has no use for them.
     max_tokens: Count | None = None
     max_completion_tokens: Count | None = None
     temperature: float | None = Field(None, ge=0, le=2)

@@ -30,12 +30,14 @@ from ragkit.core.context import collection_var
 from ragkit.core.errors import DependencyError, InvalidInput, RagkitError, UpstreamRejected
 from ragkit.core.metrics import Metrics
 from ragkit.core.types import (
+    DEFAULT_GENERATION,
     DEFAULT_MODE,
     DEFAULT_TOP_K,
     SEARCH_MODES,
     AnswerResult,
     Cache,
     Embedder,
+    GenerationOptions,
     Generator,
     Hit,
     SearchMode,
@@ -259,6 +261,7 @@ class Pipeline:
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
         history: Sequence[Turn] = (),
+        options: GenerationOptions = DEFAULT_GENERATION,
     ) -> AnswerResult:
         question, focus, condensing = await self.condensation.standalone(question, check_history(history))
         found = await self.search(collection, question, top_k=top_k, mode=mode, filters=filters)
@@ -267,11 +270,11 @@ class Pipeline:
         t = time.perf_counter()
         generator = self.generator if found.hits else self.fallback_generator
         try:
-            text = await generator.generate(focus, found.hits)
+            text = await generator.generate(focus, found.hits, options)
         except (DependencyError, UpstreamRejected) as exc:
             self._degrade_generation(trace, exc)
             generator = self.fallback_generator
-            text = await generator.generate(focus, found.hits)
+            text = await generator.generate(focus, found.hits, options)
         text, dropped = drop_unknown_citations(text, len(found.hits))
         self._count_dropped_citations(dropped, generator.name)
         self._finish_generation(trace, t)
@@ -325,6 +328,7 @@ class Pipeline:
         mode: str = DEFAULT_MODE,
         filters: Mapping[str, Any] | None = None,
         history: Sequence[Turn] = (),
+        options: GenerationOptions = DEFAULT_GENERATION,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): one "sources", then "token"s, then "done" (or "error")."""
         started = time.perf_counter()  # the first_token stage: what a reader waits before any text
@@ -350,7 +354,7 @@ class Pipeline:
         citations = CitationFilter(len(found.hits))
         generator = self.generator if found.hits else self.fallback_generator
         try:
-            async for piece in generator.stream(focus, found.hits):
+            async for piece in generator.stream(focus, found.hits, options):
                 if not pieces:
                     self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)
@@ -370,7 +374,7 @@ class Pipeline:
             self._degrade_generation(trace, exc)
             yield "degraded", {"reasons": trace.reasons}
             generator = self.fallback_generator
-            async for piece in generator.stream(focus, found.hits):
+            async for piece in generator.stream(focus, found.hits, options):
                 if not pieces:
                     self.metrics.stage_latency.labels("first_token").observe(time.perf_counter() - started)
                 pieces.append(piece)

@@ -29,7 +29,7 @@ from ragkit.adapters.generators.passages import Unit, units
 from ragkit.adapters.generators.prompt import NOTHING_FOUND, check_request
 from ragkit.core.context import current_collection
 from ragkit.core.errors import ConfigurationError, RagkitError
-from ragkit.core.types import Embedder, Hit
+from ragkit.core.types import DEFAULT_GENERATION, Embedder, GenerationOptions, Hit
 
 BREAKER = "local_generation"
 log = logging.getLogger(__name__)
@@ -152,10 +152,15 @@ class ExtractiveGenerator:
         self.max_sentences = max_sentences
         self.embedder = embedder
 
-    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+    # The options are an LLM's (instructions, temperature, a token cap): quotes have no use for them.
+    async def generate(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> str:
         return "".join(await self.pieces(question, hits))
 
-    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> AsyncIterator[str]:
         for piece in await self.pieces(question, hits):
             yield piece
 

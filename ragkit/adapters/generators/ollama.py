@@ -19,7 +19,7 @@ from ragkit.adapters.generators.prompt import (
 )
 from ragkit.adapters.ollama_client import LoopBoundClient, translating
 from ragkit.core.errors import ConfigurationError
-from ragkit.core.types import Hit, Turn
+from ragkit.core.types import DEFAULT_GENERATION, GenerationOptions, Hit, Turn
 
 BREAKER = "ollama_generation"
 CONDENSE_BREAKER = "ollama_condense"
@@ -58,8 +58,17 @@ class OllamaGenerator:
     def _translating(self) -> AbstractContextManager[None]:
         return translating(host=self.host, model=self.model, role="generation", timeout_s=self.timeout_s)
 
-    def _messages(self, question: str, hits: Sequence[Hit]) -> list[dict[str, str]]:
-        return build_messages(question, hits, max_context_chars=self.max_context_chars)
+    def _messages(self, question: str, hits: Sequence[Hit], options: GenerationOptions) -> list[dict[str, str]]:
+        return build_messages(
+            question, hits, max_context_chars=self.max_context_chars, instructions=options.instructions
+        )
+
+    def _options(self, options: GenerationOptions) -> dict[str, Any] | None:
+        """The configured model options, with what this caller asked for on top (Ollama calls a
+        cap on the answer's tokens ``num_predict``)."""
+        asked = {"temperature": options.temperature, "num_predict": options.max_tokens}
+        merged = {**self.options, **{k: v for k, v in asked.items() if v is not None}}
+        return merged or None
 
     async def probe(self) -> None:
         """``POST /api/show`` for the model: shows that the host answers and has the model (a 404
@@ -67,7 +76,9 @@ class OllamaGenerator:
         with self._translating():
             await self._client.get().show(self.model)
 
-    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+    async def generate(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> str:
         check_request(question, hits)
         if not hits:
             # Nothing to ground an answer in: asking the model would only invite one from memory.
@@ -76,13 +87,15 @@ class OllamaGenerator:
             with anyio.fail_after(self.timeout_s):
                 response = await self._client.get().chat(
                     model=self.model,
-                    messages=self._messages(question, hits),
+                    messages=self._messages(question, hits, options),
                     stream=False,
-                    options=self.options or None,
+                    options=self._options(options),
                 )
             return response.message.content or ""
 
-    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> AsyncIterator[str]:
         check_request(question, hits)
         if not hits:
             yield NOTHING_FOUND
@@ -92,9 +105,9 @@ class OllamaGenerator:
         with self._translating():
             parts = await self._client.get().chat(
                 model=self.model,
-                messages=self._messages(question, hits),
+                messages=self._messages(question, hits, options),
                 stream=True,
-                options=self.options or None,
+                options=self._options(options),
             )
             # aclosing: a consumer that stops early (client gone) must release the connection
             # now, which also tells Ollama to stop generating, rather than whenever GC runs.

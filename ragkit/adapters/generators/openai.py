@@ -19,7 +19,7 @@ from ragkit.adapters.generators.prompt import (
 )
 from ragkit.adapters.openai_client import DEPENDENCY, LoopBoundClient, request_headers, translating
 from ragkit.core.errors import ConfigurationError, DependencyUnavailable
-from ragkit.core.types import Hit, Turn
+from ragkit.core.types import DEFAULT_GENERATION, GenerationOptions, Hit, Turn
 
 BREAKER = "openai_generation"
 CONDENSE_BREAKER = "openai_condense"
@@ -62,12 +62,21 @@ class OpenAIGenerator:
     def _translating(self) -> AbstractContextManager[None]:
         return translating(client=self._client, model=self.model, role="generation")
 
-    def _request(self, question: str, hits: Sequence[Hit], *, stream: bool) -> dict[str, Any]:
+    def _request(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions, *, stream: bool
+    ) -> dict[str, Any]:
+        messages = build_messages(
+            question, hits, max_context_chars=self.max_context_chars, instructions=options.instructions
+        )
+        # What this caller asked for wins over the configured options; max_tokens rather than
+        # max_completion_tokens, which llama.cpp's server, vLLM and LM Studio all read.
+        asked = {"temperature": options.temperature, "max_tokens": options.max_tokens}
+        extra = {**self.options, **{k: v for k, v in asked.items() if v is not None}}
         return {
             "model": self.model,
-            "messages": build_messages(question, hits, max_context_chars=self.max_context_chars),
+            "messages": messages,
             "stream": stream,
-            "extra_body": self.options or None,
+            "extra_body": extra or None,
             "extra_headers": request_headers(),
         }
 
@@ -80,7 +89,9 @@ class OpenAIGenerator:
         with self._translating():
             await self._client.get().models.list(extra_headers=request_headers())
 
-    async def generate(self, question: str, hits: Sequence[Hit]) -> str:
+    async def generate(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> str:
         check_request(question, hits)
         if not hits:
             # Nothing to ground an answer in: asking the model would only invite one from memory.
@@ -88,7 +99,7 @@ class OpenAIGenerator:
         with self._translating():
             with anyio.fail_after(self.timeout_s):
                 response = await self._client.get().chat.completions.create(
-                    **self._request(question, hits, stream=False)
+                    **self._request(question, hits, options, stream=False)
                 )
             if not response.choices:
                 raise DependencyUnavailable(
@@ -96,7 +107,9 @@ class OpenAIGenerator:
                 )
             return response.choices[0].message.content or ""
 
-    async def stream(self, question: str, hits: Sequence[Hit]) -> AsyncIterator[str]:
+    async def stream(
+        self, question: str, hits: Sequence[Hit], options: GenerationOptions = DEFAULT_GENERATION
+    ) -> AsyncIterator[str]:
         check_request(question, hits)
         if not hits:
             yield NOTHING_FOUND
@@ -104,7 +117,8 @@ class OpenAIGenerator:
         # Errors may come at the call (refused, 4xx/5xx) or while reading (reset, stalled, an error
         # event): both are inside the translation, so the pipeline sees one of ours either way.
         with self._translating():
-            parts = await self._client.get().chat.completions.create(**self._request(question, hits, stream=True))
+            request = self._request(question, hits, options, stream=True)
+            parts = await self._client.get().chat.completions.create(**request)
             # aclosing: a consumer that stops early (client gone) must release the connection
             # now, which also tells the server to stop generating, rather than whenever GC runs.
             async with aclosing(parts):

@@ -10,7 +10,9 @@ LibreChat, an SDK) pointed at ragkit gets cited answers from a collection.
 
 Auth, scopes and rate limits are the native API's (`Authorization: Bearer` with the service token or
 an end-user JWT, which is how OpenAI clients send their key); errors come in OpenAI's shape
-(``http/errors.py``). System messages are accepted; they do not reach the generator yet.
+(``http/errors.py``). System messages, ``temperature`` and ``max_tokens`` go to the generator when
+it is an LLM (system messages as instructions added to ragkit's rules, never searched); the
+extractive generator quotes passages and has no use for them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from ragkit.core.errors import RagkitError
-from ragkit.core.types import AnswerResult, hit_to_dict
+from ragkit.core.types import AnswerResult, GenerationOptions, hit_to_dict
 from ragkit.http.deps import require, services_of
 from ragkit.http.openai_schemas import (
     MODEL_PREFIX,
@@ -72,15 +74,19 @@ def _model(name: str, created_at: str) -> dict[str, Any]:
 async def chat_completions(body: ChatRequest, request: Request):  # noqa: ANN201 - JSON or a stream
     """A cited answer from the collection the model names, whole or streamed (server-sent events)."""
     collection = collection_of(body.model)
-    question, history, _instructions = conversation_of(body.messages)
+    question, history, instructions = conversation_of(body.messages)
+    generation = GenerationOptions(
+        instructions=tuple(instructions),
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+    )
     pipeline = services_of(request).pipeline
     options = body.ragkit
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    search = {"top_k": options.top_k, "mode": options.mode, "filters": options.filters, "history": history}
     if not body.stream:
-        result = await pipeline.answer(
-            collection, question, top_k=options.top_k, mode=options.mode, filters=options.filters, history=history
-        )
+        result = await pipeline.answer(collection, question, **search, options=generation)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -92,9 +98,7 @@ async def chat_completions(body: ChatRequest, request: Request):  # noqa: ANN201
             "usage": usage(question, result.answer),
             "ragkit": _extension(result),
         }
-    events = pipeline.answer_stream(
-        collection, question, top_k=options.top_k, mode=options.mode, filters=options.filters, history=history
-    )
+    events = pipeline.answer_stream(collection, question, **search, options=generation)
     # Retrieval happens before the first event: its errors (404, 422, 503) are still HTTP errors.
     first = await anext(events)
 
