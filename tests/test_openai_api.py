@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import SECRET, Stack
 from tests.support.fake_ollama import FakeOllama
+from tests.support.fake_ollama import is_condensation as fake_is_condensation
+from tests.support.fake_openai import FakeOpenAI
 
 DOCS = [
     {
@@ -218,3 +220,60 @@ def test_a_degraded_answer_says_so(stack_factory) -> None:  # noqa: ANN001
         assert report["degraded"] is True and report["generator"] == "extractive"
         assert any("generation unavailable" in reason for reason in report["reasons"])
         assert "[1]" in completion.choices[0].message.content
+
+
+SYSTEM = "Answer in French, in one sentence."
+
+
+def _sent_system_prompt(body: dict) -> str:
+    return next(m["content"] for m in body["messages"] if m["role"] == "system")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_system_messages_and_sampling_reach_an_ollama_generator(stack_factory, stream: bool) -> None:  # noqa: ANN001
+    with FakeOllama(dim=64) as fake:
+        stack = stack_factory(generator="ollama", ollama_host=fake.url, embedder="local")
+        load(stack)
+        messages = [{"role": "system", "content": SYSTEM}, *ask("How is a snapshot restored?")]
+        reply = client(stack).chat.completions.create(
+            model=MODEL, messages=messages, temperature=0.2, max_tokens=77, stream=stream
+        )
+        if stream:
+            chunks = list(reply)
+            assert chunks[-1].model_extra["ragkit"]["generator"].startswith("ollama:")
+        else:
+            assert reply.model_extra["ragkit"]["generator"].startswith("ollama:")
+        (sent,) = [b for b in fake.bodies("/api/chat") if not fake_is_condensation(b)]
+        system = _sent_system_prompt(sent)
+        # Added after ragkit's own rules, which stay: the caller refines the answer, never lifts them.
+        assert system.index("untrusted data") < system.index(SYSTEM)
+        assert sent["options"]["temperature"] == 0.2 and sent["options"]["num_predict"] == 77
+        # The instruction is for the writer only: it is not what was searched.
+        user = next(m["content"] for m in sent["messages"] if m["role"] == "user")
+        assert "French" not in user
+
+
+def test_system_messages_and_sampling_reach_an_openai_compatible_generator(stack_factory) -> None:  # noqa: ANN001
+    with FakeOpenAI(dim=64) as fake:
+        stack = stack_factory(
+            generator="openai", embedder="local", openai_base_url=fake.base_url, openai_model="fake-chat"
+        )
+        load(stack)
+        messages = [{"role": "developer", "content": SYSTEM}, *ask("How is a snapshot restored?")]
+        completion = client(stack).chat.completions.create(
+            model=MODEL, messages=messages, temperature=0.0, max_completion_tokens=50
+        )
+        assert completion.model_extra["ragkit"]["generator"] == "openai:fake-chat"
+        (sent,) = fake.bodies("/v1/chat/completions")
+        assert SYSTEM in _sent_system_prompt(sent)
+        assert sent["temperature"] == 0.0 and sent["max_tokens"] == 50
+
+
+def test_without_system_messages_the_prompt_is_ragkits_alone(stack_factory) -> None:  # noqa: ANN001
+    with FakeOllama(dim=64) as fake:
+        stack = stack_factory(generator="ollama", ollama_host=fake.url, embedder="local")
+        load(stack)
+        client(stack).chat.completions.create(model=MODEL, messages=ask("How is a snapshot restored?"))
+        (sent,) = fake.bodies("/api/chat")
+        assert "application you answer for" not in _sent_system_prompt(sent)
+        assert "temperature" not in (sent.get("options") or {})
