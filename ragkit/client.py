@@ -326,9 +326,13 @@ class RagkitClient:
         parts = [("files", (name, content)) for name, content in files]
         return self._request("POST", f"/api/v1/rag/collections/{collection}/documents", files=parts)
 
-    def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
+    def document(self, collection: str, doc_id: str, *, method: str = "GET") -> dict[str, Any]:
+        """One document as stored (text, metadata, passages with pages and sections); DELETE removes it."""
         # Document ids are often paths ("guide/intro.md"): keep the slashes, escape "?", "#", "%".
-        return self._request("DELETE", f"/api/v1/rag/collections/{collection}/documents/{quote(doc_id, safe='/')}")
+        return self._request(method, f"/api/v1/rag/collections/{collection}/documents/{quote(doc_id, safe='/')}")
+
+    def delete_document(self, collection: str, doc_id: str) -> dict[str, Any]:
+        return self.document(collection, doc_id, method="DELETE")
 
     # -- feedback ---------------------------------------------------------------------------
     def feedback(

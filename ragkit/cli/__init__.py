@@ -9,6 +9,7 @@ from ragkit.cli.collections import collections
 from ragkit.cli.documents import ask, chat, ingest, search
 from ragkit.cli.health import health
 from ragkit.cli.loadtest import loadtest
+from ragkit.cli.mcp import mcp
 from ragkit.cli.notebook import notebook
 from ragkit.cli.server import secret, serve, up
 
@@ -19,5 +20,5 @@ def main() -> None:
     """ragkit: retrieval-augmented generation over your document collections."""
 
 
-for command in (serve, up, ingest, search, ask, chat, collections, health, secret, loadtest, notebook):
+for command in (serve, up, ingest, search, ask, chat, collections, health, mcp, secret, loadtest, notebook):
     main.add_command(command)

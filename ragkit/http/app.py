@@ -1,7 +1,7 @@
 """The HTTP service: `create_app(settings)` builds a FastAPI app that owns the services.
 
-The app wires the pieces of this package together: the gate (auth + rate limits) every /api
-route passes, the body-size limit, the error → HTTP mapping, the routes by resource, request
+The app wires the pieces of this package together: the gate (auth + rate limits) every /api,
+/openai and /mcp route passes, the body-size limit, the error → HTTP mapping, the routes by resource, request
 metrics, and the deprecated unversioned alias of the API.
 """
 
@@ -27,7 +27,7 @@ from ragkit.http.observe import Observe
 from ragkit.http.openapi import install_openapi
 from ragkit.http.ratelimit import RateLimitHeaders
 from ragkit.http.request_id import RequestId
-from ragkit.http.routes import collections, documents, feedback, health, openai_compat, rag
+from ragkit.http.routes import collections, documents, feedback, health, mcp, openai_compat, rag
 from ragkit.rag.ingest import learn_dimension
 from ragkit.services import Services, build_services
 
@@ -85,8 +85,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             _freeze_heap()
         app.state.services = built
         app.state.gate = Gate(settings, built.cache, built.metrics)
+        app.state.mcp = mcp.McpEndpoint(built)
         try:
-            yield
+            async with app.state.mcp.running():
+                yield
         finally:
             app.state.gate.close()  # the audit log's pending summary line, and its file
             await built.optimizer.wait()
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
     app.include_router(openai_compat.router, prefix=openai_compat.PREFIX, tags=[openai_compat.TAG])
+    app.include_router(mcp.router, tags=[mcp.TAG])
     app.include_router(health.router)
 
     app.add_middleware(

@@ -22,9 +22,18 @@ OPENAI_PREFIX = "/openai/"
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 
 
+MCP_PATH = "/mcp"
+MCP_REFUSED = -32000  # JSON-RPC's first implementation-defined server error
+
+
 def _body(request: Request | None, status: int, error: dict) -> dict:
     """``{"error": {...}}``; on the OpenAI-compatible routes in OpenAI's shape too (``type`` and
-    ``param`` beside ragkit's ``code`` and ``message``), so OpenAI clients read it as their own."""
+    ``param`` beside ragkit's ``code`` and ``message``), so OpenAI clients read it as their own; on
+    the MCP endpoint a JSON-RPC error (ragkit's error, with the status, as its ``data``), which MCP
+    clients show with its message where they would otherwise say only that the server failed."""
+    if request is not None and request.url.path == MCP_PATH:
+        data = {**error, "status": status}
+        return {"jsonrpc": "2.0", "id": None, "error": {"code": MCP_REFUSED, "message": error["message"], "data": data}}
     if request is not None and request.url.path.startswith(OPENAI_PREFIX):
         kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
         error = {**error, "type": kind, "param": None}

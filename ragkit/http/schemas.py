@@ -262,6 +262,21 @@ class DocumentOut(BaseModel):
     metadata: dict[str, Any]
 
 
+class PassageOut(BaseModel):
+    chunk_index: int
+    text: str
+    page: int | None = None
+    page_end: int | None = None
+    section: str = ""
+
+
+class DocumentContent(DocumentOut):
+    collection: str
+    text: str = Field(description="The document as stored: its chunks joined, their overlaps once")
+    complete: bool = Field(description="False when the document has more chunks than are read back")
+    passages: list[PassageOut]
+
+
 class DocumentList(BaseModel):
     collection: str
     documents: list[DocumentOut]

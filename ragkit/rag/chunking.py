@@ -375,3 +375,4 @@ def _pack(
             start += 1
         first = start
     return windows
+

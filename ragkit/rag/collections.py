@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ragkit.core.errors import InvalidInput, RagkitError
+from ragkit.core.errors import InvalidInput, NotFound, RagkitError
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
-from ragkit.core.types import CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
+from ragkit.core.types import Chunk, CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
 from ragkit.rag.chunking import validate_chunking
 from ragkit.rag.ingest import Ingestor, IngestReport, check_embedder, learn_dimension
 from ragkit.rag.loaders import load_bytes
@@ -48,6 +48,18 @@ class UploadReport:
                 for key, value in outcome.report.as_dict().items():
                     totals[key] += value
         return totals
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document read back from the store: its state, its chunks in order and its text (the
+    chunks joined, their overlaps once). ``complete`` is False when only the first
+    chunks could be read back (a document of thousands of chunks)."""
+
+    state: DocumentState
+    chunks: tuple[Chunk, ...]
+    text: str
+    complete: bool
 
 
 class Collections:
@@ -113,6 +125,22 @@ class Collections:
     async def documents(self, name: str, *, limit: int = 100, offset: int = 0) -> list[DocumentState]:
         return await self._store.list_documents(name, limit=limit, offset=offset)
 
+    async def document(self, name: str, doc_id: str) -> StoredDocument:
+        found = await self._store.document_chunks(name, doc_id)
+        if found is None:
+            raise NotFound(
+                f"no document '{doc_id}' in collection '{name}': its documents are listed at "
+                f"GET /api/v1/rag/collections/{name}/documents",
+                doc_id=doc_id,
+            )
+        state, chunks = found
+        return StoredDocument(
+            state=state,
+            chunks=tuple(chunks),
+            text=join_chunks([c.text for c in chunks]),
+            complete=len(chunks) >= state.present,
+        )
+
     async def delete_document(self, name: str, doc_id: str) -> int:
         return await self._store.delete_document(name, doc_id)
 
@@ -143,3 +171,34 @@ class Collections:
         if not upload.all_failed:
             self._optimizer.schedule(name)
         return upload
+
+
+def join_chunks(texts: Sequence[str]) -> str:
+    """A document's text from its chunks in order: each chunk is a slice of the text and starts
+    with the last units of the one before (the overlap), written here once. Chunks that do not
+    overlap (``chunk_overlap`` 0) are joined as paragraphs."""
+    joined = ""
+    previous = ""
+    for text in texts:
+        overlap = _overlap(previous, text)
+        if not joined:
+            joined = text
+        elif overlap:
+            joined += text[overlap:]
+        else:
+            joined += "\n\n" + text
+        previous = text
+    return joined
+
+
+def _overlap(before: str, after: str) -> int:
+    """Length of the longest end of ``before`` that ``after`` starts with (0 for none)."""
+    if not before or not after:
+        return 0
+    probe = after[: min(len(after), 32)]
+    start = before.find(probe)
+    while start != -1:
+        if after.startswith(before[start:]):
+            return len(before) - start
+        start = before.find(probe, start + 1)
+    return 0

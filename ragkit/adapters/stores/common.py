@@ -39,6 +39,7 @@ from ragkit.core.errors import DocumentNotFound, InvalidInput
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.types import (
     MAX_UNINDEXED_CHECKS,
+    Chunk,
     CollectionSpec,
     CollectionStats,
     DocumentState,
@@ -58,6 +59,7 @@ BUILT_IN_INDEXES: dict[str, IndexKind] = {"doc_id": "keyword", "content_hash": "
 REQUIRED_PAYLOAD = ("doc_id", "chunk_index", "chunk_count", "content_hash")
 RRF_K = 60  # the constant of the RRF paper; set explicitly because Qdrant's implicit default (2) differs
 MAX_PAGE = 1000
+MAX_DOCUMENT_CHUNKS = 5000  # of one document read back whole: some 7 MB of text at most
 
 
 # --------------------------------------------------------------------------- collection specs
@@ -169,6 +171,19 @@ def hit_from(point_id_: object, score: float, payload: Mapping[str, Any] | None)
     )
 
 
+def chunk_from(payload: Mapping[str, Any]) -> Chunk:
+    return Chunk(
+        doc_id=payload.get("doc_id", ""),
+        chunk_index=int(payload.get("chunk_index", 0)),
+        text=payload.get("text", ""),
+        title=payload.get("title", ""),
+        metadata=payload.get("metadata") or {},
+        page=payload.get("page"),
+        page_end=payload.get("page_end"),
+        section=payload.get("section", ""),
+    )
+
+
 def state_from(payload: Mapping[str, Any], present: int, total: int | None = None) -> DocumentState:
     return DocumentState(
         doc_id=payload["doc_id"],
@@ -244,8 +259,8 @@ class StoreBase(ABC):
         """Points per distinct doc_id among those matching ``where`` (a facet)."""
 
     @abstractmethod
-    def _payloads(self, name: str, where: Where, limit: int) -> list[dict[str, Any]]:
-        """Payloads (without the chunk text) of up to ``limit`` points matching ``where``."""
+    def _payloads(self, name: str, where: Where, limit: int, *, with_text: bool = False) -> list[dict[str, Any]]:
+        """Payloads of up to ``limit`` points matching ``where``, without the chunk text unless asked."""
 
     @abstractmethod
     def _delete(self, name: str, where: Where) -> None: ...
@@ -284,6 +299,17 @@ class StoreBase(ABC):
         head = heads[0]
         present = self._count(name, version_where(doc_id, head.get("content_hash", "")))
         return state_from(head, present, self._count(name, doc_where(doc_id)))
+
+    def document_chunks(self, name: str, doc_id: str) -> tuple[DocumentState, list[Chunk]] | None:
+        """The stored chunks of a document's current version in their order (the first
+        ``MAX_DOCUMENT_CHUNKS``), or None when the collection has no such document."""
+        state = self.document_state(name, doc_id)
+        if state is None:
+            return None
+        limit = min(max(state.present, 1), MAX_DOCUMENT_CHUNKS)
+        payloads = self._payloads(name, version_where(doc_id, state.content_hash), limit, with_text=True)
+        chunks = sorted((chunk_from(p) for p in payloads), key=lambda c: c.chunk_index)
+        return state, chunks
 
     def delete_stale(self, name: str, doc_id: str, keep_hash: str, keep_count: int) -> int:
         validate_collection_name(name)

@@ -304,14 +304,14 @@ class EdgeStore(StoreBase):
             )
         return {str(hit.value): hit.count for hit in response.hits}
 
-    def _payloads(self, name: str, where: Where, limit: int) -> list[dict[str, Any]]:
+    def _payloads(self, name: str, where: Where, limit: int, *, with_text: bool = False) -> list[dict[str, Any]]:
         handle = self._handle(name)
         with self._backend(name, handle):
             records, _ = handle.shard.scroll(
                 qe.ScrollRequest(
                     limit=limit,
                     filter=compile_filter(where),
-                    with_payload=qe.PayloadSelector.Exclude(["text"]),
+                    with_payload=True if with_text else qe.PayloadSelector.Exclude(["text"]),
                     with_vector=False,
                 )
             )

@@ -300,14 +300,14 @@ class QdrantStore(StoreBase):
             )
         return {str(hit.value): hit.count for hit in response.hits}
 
-    def _payloads(self, name: str, where: Where, limit: int) -> list[dict[str, Any]]:
+    def _payloads(self, name: str, where: Where, limit: int, *, with_text: bool = False) -> list[dict[str, Any]]:
         validate_collection_name(name)
         with self._backend(name):
             records, _ = self._client.scroll(
                 name,
                 scroll_filter=_compile(where),
                 limit=limit,
-                with_payload=_WITHOUT_TEXT,
+                with_payload=True if with_text else _WITHOUT_TEXT,
                 with_vectors=False,
             )
         return [dict(r.payload or {}) for r in records]

@@ -1,4 +1,4 @@
-"""`/collections/{name}/documents`: list, ingest (JSON or uploaded files) and delete documents."""
+"""`/collections/{name}/documents`: list, ingest (JSON or uploaded files), read back and delete documents."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ragkit.http.schemas import (
     DEPENDENCIES,
     GATED,
     CollectionPath,
+    DocumentContent,
     DocumentDeleted,
     DocumentIn,
     DocumentList,
@@ -25,6 +26,7 @@ from ragkit.http.schemas import (
     IngestResponse,
     error_responses,
 )
+from ragkit.rag.collections import StoredDocument
 
 TAG = "documents"
 router = APIRouter()
@@ -135,6 +137,35 @@ async def _ingest_files(name: str, request: Request) -> Any:
             content={"error": {"code": "invalid_input", "message": "no file could be ingested", "files": rows}},
         )
     return {**upload.totals(), "files": rows}
+
+
+@router.get(
+    "/collections/{name}/documents/{doc_id:path}",
+    response_model=DocumentContent,
+    dependencies=[require("read")],
+    responses=error_responses(*GATED, 404, 409, *DEPENDENCIES),
+)
+async def get_document(request: Request, doc_id: str, name: CollectionPath) -> dict[str, Any]:
+    """One document as stored: its text, metadata and passages (with their pages and sections)."""
+    return document_out(name, await services_of(request).collections.document(name, doc_id))
+
+
+def document_out(collection: str, found: StoredDocument) -> dict[str, Any]:
+    state = found.state
+    return {
+        "collection": collection,
+        "doc_id": state.doc_id,
+        "title": state.title,
+        "chunks": state.present,
+        "content_hash": state.content_hash,
+        "metadata": dict(state.metadata),
+        "text": found.text,
+        "complete": found.complete,
+        "passages": [
+            {"chunk_index": c.chunk_index, "text": c.text, "page": c.page, "page_end": c.page_end, "section": c.section}
+            for c in found.chunks
+        ],
+    }
 
 
 @router.delete(

@@ -32,7 +32,7 @@ TAG = "rag"
 router = APIRouter()
 
 
-def _search_response(result: SearchResult) -> dict[str, Any]:
+def search_response(result: SearchResult) -> dict[str, Any]:
     return {
         "query": result.query,
         "collection": result.collection,
@@ -44,7 +44,7 @@ def _search_response(result: SearchResult) -> dict[str, Any]:
     }
 
 
-def _answer_response(result: AnswerResult) -> dict[str, Any]:
+def answer_response(result: AnswerResult) -> dict[str, Any]:
     # The sources are left out of asdict, which would deep-copy every one of them for nothing.
     return {**asdict(replace(result, sources=())), "sources": [hit_to_dict(h) for h in result.sources]}
 
@@ -58,7 +58,7 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     result = await services_of(request).pipeline.search(
         body.collection, body.query, top_k=body.top_k, mode=body.mode, filters=body.filters
     )
-    return _search_response(result)
+    return search_response(result)
 
 
 @router.get(
@@ -78,7 +78,7 @@ async def search_get(
 ) -> dict[str, Any]:
     """The same search as POST, for quick use from a browser or curl (no filters)."""
     result = await services_of(request).pipeline.search(collection, query, top_k=top_k, mode=mode)
-    return _search_response(result)
+    return search_response(result)
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -99,7 +99,7 @@ async def query(body: QueryRequest, request: Request):  # noqa: ANN201 - JSON or
         result = await pipeline.answer(
             body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters, history=history
         )
-        return _answer_response(result)
+        return answer_response(result)
 
     events = pipeline.answer_stream(
         body.collection, body.question, top_k=body.top_k, mode=body.mode, filters=body.filters, history=history
