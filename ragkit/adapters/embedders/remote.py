@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from ragkit.adapters.embedders.local import checked_texts, count_wordpieces
@@ -20,7 +21,7 @@ _WORDS = re.compile(r"\S+")
 _TOKENS_PER_WORD = 1.3
 
 
-class RemoteEmbedder:
+class RemoteEmbedder(ABC):
     """``dimension`` is either given or learned from the model by embedding a probe text on first
     use; call ``await ensure_dimension()`` at startup if something reads ``dimension`` before the
     first ``embed``."""
@@ -39,13 +40,13 @@ class RemoteEmbedder:
         self._dimension = dimension
 
     @property
+    @abstractmethod
     def where(self) -> str:
         """The server, as error messages name it ("Ollama at http://…")."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _request(self, batch: list[str]) -> list[list[float]]:
         """One batch's vectors from the server, its errors translated."""
-        raise NotImplementedError
 
     @property
     def dimension(self) -> int:

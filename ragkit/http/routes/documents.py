@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from ragkit.core.errors import InvalidInput, PayloadTooLarge
-from ragkit.core.types import Document
+from ragkit.core.types import Document, DocumentState
 from ragkit.http.deps import require, services_of
 from ragkit.http.schemas import (
     DEPENDENCIES,
@@ -45,12 +45,7 @@ async def list_documents(
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
     states = await services_of(request).collections.documents(name, limit=limit, offset=offset)
-    docs = [
-        DocumentOut(
-            doc_id=s.doc_id, title=s.title, chunks=s.present, content_hash=s.content_hash, metadata=dict(s.metadata)
-        ).model_dump()
-        for s in states
-    ]
+    docs = [_summary(s) for s in states]
     return {"collection": name, "documents": docs, "limit": limit, "offset": offset}
 
 
@@ -150,15 +145,20 @@ async def get_document(request: Request, doc_id: str, name: CollectionPath) -> d
     return document_out(name, await services_of(request).collections.document(name, doc_id))
 
 
+def _summary(state: DocumentState) -> dict[str, Any]:
+    return DocumentOut(
+        doc_id=state.doc_id,
+        title=state.title,
+        chunks=state.present,
+        content_hash=state.content_hash,
+        metadata=dict(state.metadata),
+    ).model_dump()
+
+
 def document_out(collection: str, found: StoredDocument) -> dict[str, Any]:
-    state = found.state
     return {
         "collection": collection,
-        "doc_id": state.doc_id,
-        "title": state.title,
-        "chunks": state.present,
-        "content_hash": state.content_hash,
-        "metadata": dict(state.metadata),
+        **_summary(found.state),
         "text": found.text,
         "complete": found.complete,
         "passages": [
