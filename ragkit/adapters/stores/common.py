@@ -365,7 +365,10 @@ class StoreBase(ABC):
         if plan.nothing_to_match:
             self._count(name, None)  # still answers CollectionNotFound for an unknown collection
             return []
-        return self._query(name, plan)
+        # Fused scores tie often (1/(k+1) + 1/(k+2) for a hit first in one branch and second in the
+        # other, and the other way round), and the backends order ties as they happen to: by id,
+        # so the same request always lists the same hits in the same order.
+        return sorted(self._query(name, plan), key=lambda hit: (-hit.score, hit.id))
 
     def _check_scan(self, name: str, plan: SearchPlan) -> None:
         """Refuse a filter whose unindexed fields would be checked on too many points (see
