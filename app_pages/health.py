@@ -1,5 +1,6 @@
-"""Health: breakers, dependencies and backends from /health, traffic and latency from /metrics.
-Refreshes itself; the charts grow as the page keeps watching."""
+"""Health: breakers, dependencies and backends from /health, the OpenAI-compatible and MCP
+endpoints as their clients see them, traffic and latency from /metrics. Refreshes itself; the
+charts grow as the page keeps watching."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from ragkit.core.errors import RagkitError, ServiceUnreachable
-from ragkit.workbench.ui import common, display, prometheus
+from ragkit.workbench.ui import common, display, endpoints, prometheus
 
 HISTORY_KEY = "metrics_history"
 HISTORY_LENGTH = 180  # snapshots kept: 15 minutes at the default 5 s
+ENDPOINTS_KEY = "endpoint_checks"
+ENDPOINT_CHECK_EVERY_S = 30  # each check is a request in the traffic below: not on every refresh
 ROLES = {"store": "Vector store", "embedder": "Embeddings", "generator": "Answers", "cache": "Cache"}
 
 st.title("Health")
@@ -58,6 +61,30 @@ def show_health(health: dict) -> None:
         colour = display.BREAKER_COLOURS.get(state, "gray")
         columns[index % 4].markdown(f"`{name}`  \n:{colour}-badge[{state.replace('_', '-')}]")
     st.caption("closed: calls go through · open: failing, calls fail fast · half-open: one probe call decides")
+
+
+def endpoint_checks() -> list[endpoints.EndpointStatus]:
+    conn = common.connection()
+    api_url, checked_at, checks = st.session_state.get(ENDPOINTS_KEY, (None, 0.0, []))
+    if api_url != conn.api_url or time.time() - checked_at >= ENDPOINT_CHECK_EVERY_S:
+        checks = endpoints.check_endpoints(conn.api_url, conn.token)
+        st.session_state[ENDPOINTS_KEY] = (conn.api_url, time.time(), checks)
+    return checks
+
+
+def show_endpoints(checks: list[endpoints.EndpointStatus]) -> None:
+    st.subheader("Endpoints")
+    for column, check in zip(st.columns(len(checks)), checks, strict=True):
+        with column.container(border=True):
+            took = f" · {check.elapsed_ms:.0f} ms" if check.elapsed_ms is not None else ""
+            st.markdown(f"**{check.name}**  \n{common.status_badge(check.status)}{took}")
+            st.code(check.url, language=None)
+            st.caption(check.detail)
+    st.caption(
+        f"Checked every {ENDPOINT_CHECK_EVERY_S} s with the workbench's token, the way their clients "
+        "call them (the model list, the MCP tool list). The README shows how to connect Open WebUI, "
+        "the openai SDK and MCP clients."
+    )
 
 
 def time_chart(frame: pd.DataFrame, series: list[str], colours: list[str]) -> alt.Chart:
@@ -130,6 +157,7 @@ def live() -> None:
         st.error(f"The service's health could not be read: {display.error_text(exc)}")
         return
     show_health(health)
+    show_endpoints(endpoint_checks())
     history: list[prometheus.Snapshot] = st.session_state.setdefault(HISTORY_KEY, [])
     try:
         history.append(prometheus.parse_metrics(text, time.time()))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ragkit.workbench.ui import connection, display, evaluation, prometheus
+from ragkit.workbench.ui import connection, display, endpoints, evaluation, prometheus
 from tests.conftest import REPO, SECRET, Stack, start_stack
 from tests.support.fake_ollama import FakeOllama
 from tests.support.live import free_port
@@ -390,6 +390,37 @@ def test_health_shows_an_open_breaker_in_red(stack_factory, workdir: Path, monke
         assert "`ollama_generation`  \n:red-badge[open]" in page
         assert ":orange-badge[degraded]" in page and "Degraded: a dependency is failing" in page
         assert "`ollama:llama3.2`  \n:red-badge[failing]" in page  # the generator's dependency card
+
+
+def requests_counted(stack: Stack, route: str) -> float:
+    snapshot = prometheus.parse_metrics(stack.http.get("/metrics").text, time.time())
+    return sum(s.value for s in snapshot.named(prometheus.REQUESTS) if s.labels.get("route") == route)
+
+
+def test_health_shows_the_openai_and_mcp_endpoints_as_their_clients_see_them(loaded: Stack) -> None:
+    before = requests_counted(loaded, "/openai/v1/models")
+    at = start("health")
+    page = texts(at)
+    assert "**OpenAI-compatible API**  \n:green-badge[ok]" in page
+    assert "**MCP server**  \n:green-badge[ok]" in page
+    assert "1 model: ragkit/handbook" in page
+    assert re.search(r"4 tools: (search|ask|list_collections|get_document)", page), page
+    assert {c.value for c in at.code} >= {f"{loaded.url}/openai/v1", f"{loaded.url}/mcp"}
+    at.run()  # a refresh within the check interval does not check again
+    assert_clean(at)
+    assert requests_counted(loaded, "/openai/v1/models") == before + 1
+
+
+def test_endpoint_checks_say_why_an_endpoint_fails(stack_factory) -> None:  # noqa: ANN001
+    stack = stack_factory(service_rate_limit="1/minute")
+    models, mcp = endpoints.check_endpoints(stack.url, SECRET)
+    assert models.ok and models.detail == "up, no models yet: create a collection"
+    assert not mcp.ok and mcp.detail.startswith("HTTP 429: rate limited")  # the limit's second request
+    for check in endpoints.check_endpoints(stack.url, "not-the-token"):
+        assert check.status == "failing" and check.detail.startswith("HTTP 401: the workbench's token is refused")
+    down = f"http://127.0.0.1:{free_port()}"
+    for check in endpoints.check_endpoints(down, SECRET):
+        assert not check.ok and check.detail == "not reachable (ConnectError)" and check.elapsed_ms is None
 
 
 # -- Evaluation -------------------------------------------------------------------------------------
