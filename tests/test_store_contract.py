@@ -367,6 +367,29 @@ def test_replacing_a_document_leaves_no_stale_chunk(store: VectorStore, bm25: Bm
     assert store.stats("docs").chunks == 3
 
 
+def test_document_chunks_read_back_the_current_version_in_order(store: VectorStore, bm25: Bm25Encoder) -> None:
+    store.create_collection(spec())
+    assert store.document_chunks("docs", "a") is None
+    v1 = make_points("docs", "a", ["one", "two", "three"], bm25=bm25, title="A", metadata={"k": "v"})
+    store.upsert("docs", v1[::-1])  # written out of order: read back in chunk order
+    store.upsert("docs", make_points("docs", "b", ["other"], bm25=bm25))
+
+    read = store.document_chunks("docs", "a")
+    assert read is not None
+    state, chunks = read
+    assert (state.content_hash, state.chunk_count, state.present) == (v1[0].payload["content_hash"], 3, 3)
+    assert [(c.chunk_index, c.text) for c in chunks] == [(0, "one"), (1, "two"), (2, "three")]
+    assert {(c.doc_id, c.title) for c in chunks} == {("a", "A")} and dict(chunks[0].metadata) == {"k": "v"}
+
+    # Mid-rewrite the new version is what is read, never a mix with the old one's leftovers.
+    v2 = make_points("docs", "a", ["uno", "dos"], bm25=bm25)
+    store.upsert("docs", v2[:1])
+    read = store.document_chunks("docs", "a")
+    assert read is not None and [c.text for c in read[1]] == ["uno"] and read[0].chunk_count == 2
+    with pytest.raises(CollectionNotFound):
+        store.document_chunks("missing", "a")
+
+
 def test_delete_document(store: VectorStore, bm25: Bm25Encoder) -> None:
     store.create_collection(spec())
     store.upsert("docs", make_points("docs", "a", ["one", "two"], bm25=bm25))
