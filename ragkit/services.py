@@ -18,6 +18,8 @@ from ragkit.rag.activity import ReadActivity
 from ragkit.rag.collections import Collections
 from ragkit.rag.conversation import Condensation
 from ragkit.rag.ingest import Ingestor
+from ragkit.rag.job_runner import JobRunner
+from ragkit.rag.jobs import JobJournal
 from ragkit.rag.optimizer import Optimizer
 from ragkit.rag.pipeline import Pipeline
 
@@ -40,6 +42,7 @@ class Services:
     ingestor: Ingestor
     optimizer: Optimizer
     collections: Collections
+    jobs: JobRunner
     condenser: GuardedCondenser | None = None  # with an LLM generator only
 
     def backends(self) -> dict[str, str]:
@@ -57,6 +60,7 @@ class Services:
                 await aclose()
         await self.optimizer.wait()
         await self.cache.close()
+        self.jobs.journal.close()
         self.store.close()
 
 
@@ -235,6 +239,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         ingestor=ingestor,
         optimizer=optimizer,
         collections=collections,
+        jobs=JobRunner(JobJournal(settings.data_dir / "jobs.sqlite3"), collections, metrics),
         condenser=condenser,
     )
 

@@ -8,6 +8,7 @@ import click
 from ragkit.cli.collections import collections
 from ragkit.cli.documents import ask, chat, ingest, search
 from ragkit.cli.health import health
+from ragkit.cli.jobs import jobs
 from ragkit.cli.loadtest import loadtest
 from ragkit.cli.mcp import mcp
 from ragkit.cli.notebook import notebook
@@ -20,5 +21,5 @@ def main() -> None:
     """ragkit: retrieval-augmented generation over your document collections."""
 
 
-for command in (serve, up, ingest, search, ask, chat, collections, health, mcp, secret, loadtest, notebook):
+for command in (serve, up, ingest, jobs, search, ask, chat, collections, health, mcp, secret, loadtest, notebook):
     main.add_command(command)

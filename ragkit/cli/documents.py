@@ -10,16 +10,17 @@ from typing import Any
 import click
 
 from ragkit.cli.common import client_from_environment, friendly_errors
-from ragkit.client import DEFAULT_BATCH_DOCUMENTS, RagkitClient
+from ragkit.cli.jobs import follow_with_bar, report
+from ragkit.client import RagkitClient
 from ragkit.core.errors import InvalidInput, ServiceError
 from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K, SEARCH_MODES, document_to_dict, source_location
 from ragkit.rag.conversation import recent_turns
 
 
-def _documents_in(paths: tuple[str, ...]) -> list[dict[str, Any]]:
+def _documents_in(paths: tuple[str, ...], skipped: list[tuple[str, str]]) -> list[dict[str, Any]]:
     from ragkit.rag.loaders import load_path
 
-    return [document_to_dict(doc) for raw in paths for doc in load_path(Path(raw))]
+    return [document_to_dict(doc) for raw in paths for doc in load_path(Path(raw), skipped)]
 
 
 @click.command()
@@ -27,37 +28,40 @@ def _documents_in(paths: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.option("-c", "--collection", required=True, help="Collection to ingest into (created if missing).")
 @click.option("--chunk-size", type=int, help="Chunk size in tokens, for a new collection.")
 @click.option("--chunk-overlap", type=int, help="Chunk overlap in tokens, for a new collection.")
-@click.option(
-    "--batch",
-    default=DEFAULT_BATCH_DOCUMENTS,
-    show_default=True,
-    type=click.IntRange(1, 1000),
-    help="Documents per request.",
-)
+@click.option("--detach", is_flag=True, help="Submit the jobs and return; follow them with `ragkit jobs follow`.")
 @friendly_errors
 def ingest(
-    paths: tuple[str, ...], collection: str, chunk_size: int | None, chunk_overlap: int | None, batch: int
+    paths: tuple[str, ...], collection: str, chunk_size: int | None, chunk_overlap: int | None, detach: bool
 ) -> None:
-    """Ingest files or folders (.txt .md .html .pdf .docx .pptx .json .jsonl) into a collection.
+    """Ingest files or folders (.txt .md .html .pdf .docx .pptx .json .jsonl) into a collection,
+    as background jobs on the service, followed with a progress bar (Ctrl+C leaves them running).
 
     Example: ragkit ingest docs/ notes.pdf -c handbook
     """
-    from tqdm import tqdm
+    skipped: list[tuple[str, str]] = []
+    try:
+        documents = _documents_in(paths, skipped)
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message) from exc
+    for name, reason in skipped:
+        click.secho(f"skipped: {name}: {reason}", fg="yellow", err=True)
+    if not documents:
+        from ragkit.rag.loaders import SUPPORTED_EXTENSIONS
 
+        supported = ", ".join(SUPPORTED_EXTENSIONS)
+        raise click.UsageError(f"no documents to ingest in {', '.join(paths)}; supported types: {supported}")
     with client_from_environment() as client:
         _, created = client.ensure_collection(collection, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
         if created:
             click.echo(f"created collection {collection}")
-        try:
-            documents = _documents_in(paths)
-        except InvalidInput as exc:
-            raise click.UsageError(exc.message) from exc
-        with tqdm(total=len(documents), unit="doc", desc=f"ingesting into {collection}") as bar:
-            summary = client.ingest_documents(collection, documents, batch_size=batch, progress=bar.update)
-    for failure in summary.failures:
-        click.secho(f"failed: {failure['id']}: {failure['error']}", fg="red", err=True)
-    click.echo(f"{summary.ingested} ingested, {summary.unchanged} unchanged, {summary.chunks} chunks written")
-    if summary.failures:
+        submitted = client.submit_jobs(collection, documents)
+        if detach:
+            for job in submitted:
+                click.echo(f"job {job['id']}: {job['documents']['total']} documents queued")
+            click.echo(f"follow with: ragkit jobs follow {submitted[0]['id']}  (or ragkit jobs list -c {collection})")
+            return
+        finals = follow_with_bar(client, submitted, f"ingesting into {collection}")
+    if not report(finals):
         sys.exit(1)
 
 

@@ -12,10 +12,12 @@ ever see ragkit errors. Each class carries the HTTP status and the machine-reada
     │   ├── PayloadTooLarge             413 payload_too_large
     │   ├── NotFound                    404
     │   │   ├── CollectionNotFound          collection_not_found
-    │   │   └── DocumentNotFound            document_not_found
+    │   │   ├── DocumentNotFound            document_not_found
+    │   │   └── JobNotFound                 job_not_found
     │   ├── Conflict                    409
     │   │   ├── CollectionExists            collection_exists
-    │   │   └── EmbedderMismatch            embedder_mismatch
+    │   │   ├── EmbedderMismatch            embedder_mismatch
+    │   │   └── JobFinished                 job_finished (a finished job cannot be cancelled)
     │   ├── Unauthorized                401 unauthorized
     │   ├── Forbidden                   403 forbidden
     │   ├── RateLimited                 429 rate_limited (+ Retry-After)
@@ -89,6 +91,13 @@ class DocumentNotFound(NotFound):
         )
 
 
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job '{job_id}' does not exist; list them with GET /api/v1/rag/jobs", job_id=job_id)
+
+
 class Conflict(CallerError):
     status = 409
     code = "conflict"
@@ -113,6 +122,13 @@ class EmbedderMismatch(Conflict):
             collection_embedder=stored,
             service_embedder=current,
         )
+
+
+class JobFinished(Conflict):
+    code = "job_finished"
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job '{job_id}' is already {state}; there is nothing to cancel", job_id=job_id, state=state)
 
 
 class Unauthorized(CallerError):

@@ -88,5 +88,29 @@ class Metrics:
             registry=r,
         )
 
+        # Ingestion jobs. Documents and chunks per second are rate() over ragkit_job_documents and
+        # ragkit_ingested_chunks; the gauges are set by the job runner at each change of state.
+        self.jobs = Gauge("ragkit_jobs", "Ingestion jobs by state (queued, running)", ["state"], registry=r)
+        for state in ("queued", "running"):
+            self.jobs.labels(state).set(0)
+        self.job_documents = Counter(
+            "ragkit_job_documents",
+            "Documents of ingestion jobs, by outcome (ingested, skipped, failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.job_failures = Counter(
+            "ragkit_job_failures",
+            "Documents of ingestion jobs that failed, by reason (the error code)",
+            ["reason"],
+            registry=r,
+        )
+        self.job_queue_wait = Histogram(
+            "ragkit_job_queue_wait_seconds",
+            "Time from a job's submission to its start",
+            buckets=(0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,7 +27,7 @@ from ragkit.http.observe import Observe
 from ragkit.http.openapi import install_openapi
 from ragkit.http.ratelimit import RateLimitHeaders
 from ragkit.http.request_id import RequestId
-from ragkit.http.routes import collections, documents, feedback, health, mcp, openai_compat, rag
+from ragkit.http.routes import collections, documents, feedback, health, jobs, mcp, openai_compat, rag
 from ragkit.rag.ingest import learn_dimension
 from ragkit.services import Services, build_services
 
@@ -86,10 +86,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.state.services = built
         app.state.gate = Gate(settings, built.cache, built.metrics)
         app.state.mcp = mcp.McpEndpoint(built)
+        jobs = asyncio.create_task(built.jobs.run(), name="ingestion jobs")
         try:
             async with app.state.mcp.running():
                 yield
         finally:
+            # A job cut off here is still `running` in the journal: the next start resumes it.
+            jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
             app.state.gate.close()  # the audit log's pending summary line, and its file
             await built.optimizer.wait()
             if owned:
@@ -107,6 +112,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module in (rag, collections, documents, feedback):
         app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
+    app.include_router(jobs.router, prefix=API_PREFIX, tags=[jobs.TAG])  # newer than the deprecated alias
     app.include_router(openai_compat.router, prefix=openai_compat.PREFIX, tags=[openai_compat.TAG])
     app.include_router(mcp.router, tags=[mcp.TAG])
     app.include_router(health.router)

@@ -348,8 +348,8 @@ QUERY_EVENTS_SCHEMA: dict[str, Any] = {
 _ERROR_DESCRIPTIONS = {
     401: "No valid credentials (X-Service-Token or a bearer JWT)",
     403: "The credentials lack the scope this route needs",
-    404: "Unknown collection or document",
-    409: "Conflict: the collection exists, or was built with another embedder",
+    404: "Unknown collection, document or job",
+    409: "Conflict: the collection exists, or was built with another embedder, or the job is finished",
     413: "The request body (or its number of documents) is over the limit",
     422: "Invalid input; the message says which field and why",
     429: "Rate limited; retry after Retry-After seconds",

@@ -144,10 +144,15 @@ class Collections:
     async def delete_document(self, name: str, doc_id: str) -> int:
         return await self._store.delete_document(name, doc_id)
 
-    async def ingest(self, name: str, documents: Sequence[Document]) -> IngestReport:
+    async def ingest(self, name: str, documents: Sequence[Document], *, optimize: bool = True) -> IngestReport:
+        """``optimize=False`` leaves the index build to the caller: a job asks for it once, at its end."""
         report = await self._ingestor.ingest(name, documents)
-        self._optimizer.schedule(name)
+        if optimize:
+            self.optimize(name)
         return report
+
+    def optimize(self, name: str) -> None:
+        self._optimizer.schedule(name)
 
     async def ingest_files(self, name: str, files: Sequence[tuple[str, bytes]]) -> UploadReport:
         """Each (filename, content) is loaded and ingested on its own: one bad file fails alone."""

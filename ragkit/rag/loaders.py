@@ -71,13 +71,14 @@ def supported(filename: str) -> bool:
     return _extension(filename) in _FORMATS
 
 
-def load_path(path: Path | str) -> Iterator[Document]:
+def load_path(path: Path | str, skipped: list[tuple[str, str]] | None = None) -> Iterator[Document]:
     """Documents from a file, or from every supported file under a folder.
 
     A folder is walked recursively in sorted order of relative path, so runs are
     reproducible; hidden files and folders (names starting with a dot) are skipped, and so
-    are files with an unsupported extension (a folder of docs often holds images too). A
-    file named explicitly must be supported.
+    are files with an unsupported extension (a folder of docs often holds images too), each
+    added to ``skipped`` as (relative path, reason) so the caller can say so. A file named
+    explicitly must be supported.
     """
     root = Path(path)
     if root.is_file():
@@ -88,6 +89,8 @@ def load_path(path: Path | str) -> Iterator[Document]:
     for file, relative in _walk(root):
         if not supported(relative):
             log.info("skipping %s: unsupported extension", relative)
+            if skipped is not None:
+                skipped.append((relative, f"unsupported file type {_extension(relative) or '(no extension)'}"))
             continue
         yield from _load_file(file, relative)
 

@@ -222,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         raw_input = body.get("input", "")
         inputs = [raw_input] if isinstance(raw_input, str) else list(raw_input)
+        refused = self.server.fake.refused_input
+        if refused is not None and any(refused in str(text) for text in inputs):
+            self._send_json(400, {"error": "the input length exceeds the context length"})
+            return
         dim = int(body.get("dimensions") or self.server.fake.dim)
         vectors = [fake_embedding(str(text), dim) for text in inputs]
         self._send_json(
@@ -442,8 +446,12 @@ class FakeOllama:
         version: str = "0.6.0-fake",
         condense_reply: str | None = None,
         condense_mode: str | None = None,
+        refused_input: str | None = None,
     ) -> None:
         self.dim = dim
+        # An embedding request with an input holding this text is refused with 400, as Ollama
+        # refuses an input its model cannot take: one document's fault, not an outage.
+        self.refused_input = refused_input
         self.models: tuple[str, ...] = tuple(models)  # empty: every model name is accepted
         self.slow_seconds = slow_seconds
         self.chat_reply = chat_reply

@@ -30,6 +30,30 @@ from ragkit.rag.collections import StoredDocument
 
 TAG = "documents"
 router = APIRouter()
+# The two bodies ingestion takes, here and by the jobs route: JSON documents, or uploaded files.
+INGEST_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/IngestRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Each file is read by its extension; one that cannot be read "
+                            "fails alone (422 when none could)",
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
 
 
 @router.get(
@@ -58,7 +82,7 @@ def _document_from(item: DocumentIn) -> Document:
     )
 
 
-def _documents_of(raw: bytes) -> list[Document]:
+def documents_of(raw: bytes) -> list[Document]:
     """The documents of a JSON ingest body. Parsing a body of many megabytes takes a while: this
     runs in a worker thread, never on the event loop."""
     try:
@@ -76,29 +100,7 @@ def _documents_of(raw: bytes) -> list[Document]:
     response_model=IngestResponse,
     dependencies=[require("write")],
     responses=error_responses(*GATED, 404, 409, 413, *DEPENDENCIES),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/IngestRequest"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["files"],
-                        "properties": {
-                            "files": {
-                                "type": "array",
-                                "minItems": 1,
-                                "items": {"type": "string", "format": "binary"},
-                                "description": "Each file is read by its extension; one that cannot be read "
-                                "fails alone (422 when none could)",
-                            }
-                        },
-                    }
-                },
-            },
-        }
-    },
+    openapi_extra=INGEST_BODY,
 )
 async def ingest(request: Request, name: CollectionPath) -> Any:
     """Ingest documents as JSON `{documents: [...]}` or upload files (multipart field `files`):
@@ -106,7 +108,7 @@ async def ingest(request: Request, name: CollectionPath) -> Any:
     services = services_of(request)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         return await _ingest_files(name, request)
-    documents = await asyncio.to_thread(_documents_of, await request.body())
+    documents = await asyncio.to_thread(documents_of, await request.body())
     if not documents:
         raise InvalidInput("no documents given")
     limit = services.settings.max_documents_per_request

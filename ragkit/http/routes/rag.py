@@ -81,7 +81,7 @@ async def search_get(
     return search_response(result)
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
+def sse_event(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
 
 
@@ -109,11 +109,11 @@ async def query(body: QueryRequest, request: Request):  # noqa: ANN201 - JSON or
     first = await anext(events)
 
     async def stream() -> AsyncIterator[bytes]:
-        yield _sse(*first)
+        yield sse_event(*first)
         try:
             async for event in events:
-                yield _sse(*event)
+                yield sse_event(*event)
         except RagkitError as exc:
-            yield _sse("error", {"error": exc.to_dict()})
+            yield sse_event("error", {"error": exc.to_dict()})
 
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -9,9 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,11 +17,11 @@ from urllib.parse import quote
 import httpx
 from dotenv import dotenv_values
 
+from ragkit.client.ingestion import IngestionDriver
+from ragkit.client.jobs import JobRoutes
 from ragkit.core.config import DEFAULT_API_URL
 from ragkit.core.errors import ServiceError, ServiceUnreachable
 from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K
-
-DEFAULT_BATCH_DOCUMENTS = 32  # documents per ingestion request: small enough to show progress often
 
 
 def resolve_connection(api_url: str | None = None, token: str | None = None, env_file: str = ".env") -> tuple[str, str]:
@@ -58,43 +56,7 @@ def _question_body(
     return body
 
 
-@dataclass
-class IngestSummary:
-    """What `RagkitClient.ingest_documents` did, with a reason per document that failed."""
-
-    collection: str
-    documents: int = 0
-    ingested: int = 0
-    unchanged: int = 0
-    chunks: int = 0
-    failures: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def throughput(self) -> float:
-        """Documents handled per second (ingested or found unchanged)."""
-        return round((self.ingested + self.unchanged) / self.seconds, 2) if self.seconds > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "collection": self.collection,
-            "documents": self.documents,
-            "ingested": self.ingested,
-            "unchanged": self.unchanged,
-            "chunks": self.chunks,
-            "failures": len(self.failures),
-            "seconds": round(self.seconds, 2),
-            "documents_per_second": self.throughput,
-            "chunks_per_second": round(self.chunks / self.seconds, 2) if self.seconds > 0 else 0.0,
-        }
-
-
-def _stops_ingestion(exc: ServiceError) -> bool:
-    """An outage or a refusal of the caller: every further batch would fail the same way."""
-    return exc.status >= 500 or exc.status in (401, 403, 404, 429)
-
-
-class RagkitClient:
+class RagkitClient(IngestionDriver, JobRoutes):
     def __init__(
         self,
         api_url: str | None = None,
@@ -200,7 +162,11 @@ class RagkitClient:
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yields (event, data): "sources", "token"…, then "done" (or "degraded" / "error")."""
         body = _question_body(question, collection, top_k, mode, filters, history, stream=True)
-        with self._reaching(), self._http.stream("POST", "/api/v1/rag/query", json=body) as response:
+        yield from self._events("POST", "/api/v1/rag/query", json=body)
+
+    def _events(self, method: str, path: str, **kwargs: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+        """A server-sent event stream as (event, data) pairs; an error status raises as usual."""
+        with self._reaching(), self._http.stream(method, path, **kwargs) as response:
             if not response.is_success:
                 response.read()
                 self._decode(response)
@@ -248,78 +214,6 @@ class RagkitClient:
         return self._request(
             "POST", f"/api/v1/rag/collections/{collection}/documents", json={"documents": list(documents)}
         )
-
-    # -- the ingestion driver every client uses (CLI, notebooks, evaluation, `ragkit up`) ------
-    def ensure_collection(
-        self,
-        name: str,
-        *,
-        chunk_size: int | None = None,
-        chunk_overlap: int | None = None,
-        recreate: bool = False,
-    ) -> tuple[dict[str, Any], bool]:
-        """The collection's stats and whether it was created now (it is, when missing or when
-        ``recreate`` drops it first)."""
-        try:
-            stats = self.collection(name)
-        except ServiceError as exc:
-            if exc.status != 404:
-                raise
-            stats = None
-        if stats is not None and recreate:
-            self.delete_collection(name)
-            stats = None
-        if stats is not None:
-            return stats, False
-        return self.create_collection(name, chunk_size=chunk_size, chunk_overlap=chunk_overlap), True
-
-    def ingest_documents(
-        self,
-        collection: str,
-        documents: Sequence[Mapping[str, Any]],
-        *,
-        batch_size: int = DEFAULT_BATCH_DOCUMENTS,
-        progress: Callable[[int], None] | None = None,
-    ) -> IngestSummary:
-        """Send documents in batches; ``progress(n)`` after each batch of n documents.
-
-        A batch the service refuses as invalid is retried one document at a time, so one bad
-        document is reported as a failure instead of sinking its neighbours. An outage (5xx,
-        unreachable) or a refusal of the caller (401, 403, 404, 429) stops the run: every
-        further batch would fail the same way.
-        """
-        summary = IngestSummary(collection=collection, documents=len(documents))
-        started = time.perf_counter()
-        for start in range(0, len(documents), batch_size):
-            batch = list(documents[start : start + batch_size])
-            for part, error in self._ingest_batch(collection, batch):
-                if error is not None:
-                    summary.failures.append({"id": str(part.get("id", "")), "error": error})
-                    continue
-                summary.ingested += part["ingested"]
-                summary.unchanged += part["skipped_unchanged"]
-                summary.chunks += part["chunks"]
-            if progress is not None:
-                progress(len(batch))
-        summary.seconds = time.perf_counter() - started
-        return summary
-
-    def _ingest_batch(
-        self, collection: str, batch: list[Mapping[str, Any]]
-    ) -> Iterator[tuple[Mapping[str, Any], str | None]]:
-        try:
-            yield self.ingest(collection, batch), None
-            return
-        except ServiceError as exc:
-            if _stops_ingestion(exc):
-                raise
-        for document in batch:
-            try:
-                yield self.ingest(collection, [document]), None
-            except ServiceError as exc:
-                if _stops_ingestion(exc):
-                    raise
-                yield document, exc.message
 
     def upload(self, collection: str, files: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
         """Upload (filename, content) pairs; the answer has a result per file."""
