@@ -1,18 +1,19 @@
-"""Collections: what exists, create one, upload files into it, browse and delete documents,
-delete a whole collection (after typing its name)."""
+"""Collections: what exists, create one, upload files into it (as ingestion jobs, followed live
+with their progress and failed files), browse and delete documents, delete a whole collection
+(after typing its name)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from ragkit.core.errors import RagkitError, ServiceError
 from ragkit.workbench.ui import common, connection, display
 
-UPLOAD_RESULTS = "upload_results"
+UPLOAD_JOBS = "upload_jobs"  # the ids of the jobs this browser session submitted
+JOBS_ACTIVE = "jobs_active"  # whether a job was under way at the last refresh
+JOB_REFRESH_S = 1.0
 UPLOADER_GENERATION = "uploader_generation"
 PAGE_SIZE = 50
 
@@ -73,27 +74,52 @@ with create_column, st.container(border=True):
                      f"({created['embedder']}, {created['dimension']} dimensions).")
 
 
-def upload_files(target: str, files: list[Any]) -> list[dict[str, Any]]:
-    """One request per file, so the progress bar moves and one bad file does not sink the rest."""
-    rows = []
-    progress = st.progress(0.0, text="Starting…")
-    for index, upload in enumerate(files):
-        progress.progress(index / len(files), text=f"Ingesting {upload.name} ({index + 1} of {len(files)})")
-        try:
-            response = common.client().upload(target, [(upload.name, upload.getvalue())])
-            rows.append(display.upload_row(upload.name, display.file_result_from(response, upload.name)))
-        except ServiceError as exc:
-            # A file that could not be read comes back as a 422 listing it: show the file's reason.
-            per_file = exc.details.get("files") if isinstance(exc.details.get("files"), list) else []
-            reason = per_file[0].get("error") if per_file and isinstance(per_file[0], dict) else None
-            rows.append(display.upload_row(upload.name, None, reason or display.error_text(exc)))
-            if exc.status in (401, 404, 503, 504):
-                break  # the rest would fail the same way
-        except (RagkitError, json.JSONDecodeError) as exc:
-            rows.append(display.upload_row(upload.name, None, display.error_text(exc)))
-            break
-    progress.progress(1.0, text=f"Done: {len(rows)} of {len(files)} files")
-    return rows
+def submit_upload(target: str, files: list[Any]) -> list[str]:
+    """The files as ingestion jobs (as few as the service's size limit allows): the page does not
+    wait for them; the jobs section below follows them."""
+    limit = connection.max_upload_mb() * 1024 * 1024
+    submitted = []
+    for batch in display.upload_batches([(f.name, f.getvalue()) for f in files], limit):
+        job = common.attempt(common.client().submit_job, target, files=batch)
+        if job is None:
+            break  # the error is shown; the rest would fail the same way
+        submitted.append(job["id"])
+    return submitted
+
+
+def cancel_job(job_id: str) -> None:
+    if common.attempt(common.client().cancel_job, job_id) is not None:
+        # Kept on the page after it stops, like the session's own uploads, so the outcome shows.
+        st.session_state[UPLOAD_JOBS] = [*st.session_state.get(UPLOAD_JOBS, []), job_id]
+
+
+def show_job(job: dict[str, Any]) -> None:
+    docs = job["documents"]
+    with st.container(border=True):
+        st.progress(docs["done"] / max(docs["total"], 1), text=display.job_caption(job))
+        if job.get("waiting"):
+            st.warning(f"Waiting: {job['waiting']}", icon=":material/hourglass_top:")
+        if job.get("error"):
+            st.error(f"The job failed: {job['error']}", icon=":material/error:")
+        if job["errors"]:
+            st.dataframe(
+                pd.DataFrame(job["errors"]).rename(columns={"doc_id": "document or file", "reason": "why it failed"}),
+                hide_index=True, width="stretch",
+            )
+        if job["state"] in ("queued", "running") and not job.get("cancel_requested"):
+            st.button("Cancel", key=f"cancel_{job['id']}", icon=":material/cancel:", on_click=cancel_job,
+                      args=(job["id"],), help="Stops after the batch being written; what was written stays")
+
+
+def active(jobs: list[dict[str, Any]]) -> bool:
+    return any(job["state"] in ("queued", "running") for job in jobs)
+
+
+def jobs_to_show() -> list[dict[str, Any]]:
+    """Running and queued jobs, and those this browser session submitted or cancelled."""
+    jobs = common.attempt(common.client().jobs, limit=20) or []
+    mine = set(st.session_state.get(UPLOAD_JOBS, []))
+    return [job for job in jobs if job["state"] in ("queued", "running") or job["id"] in mine]
 
 
 with upload_column, st.container(border=True):
@@ -114,17 +140,31 @@ with upload_column, st.container(border=True):
             f"Ingest {len(files)} file{'s' if len(files) != 1 else ''}" if files else "Ingest",
             type="primary", icon=":material/upload:", disabled=not files,
         ):
-            st.session_state[UPLOAD_RESULTS] = {"collection": target, "rows": upload_files(target, files)}
-            st.session_state[UPLOADER_GENERATION] = generation + 1  # a fresh, empty uploader
+            submitted = submit_upload(target, files)
+            if submitted:
+                st.session_state[UPLOAD_JOBS] = [*st.session_state.get(UPLOAD_JOBS, []), *submitted]
+                st.session_state[JOBS_ACTIVE] = True  # so the page refreshes its lists when they end
+                st.session_state[UPLOADER_GENERATION] = generation + 1  # a fresh, empty uploader
+                st.rerun()
+
+shown = jobs_to_show()
+if shown:
+    st.subheader("Ingestion jobs")
+
+    # Refreshed every second while a job is under way; once the last one ends, the whole page
+    # reruns so the collection list and the documents show what the jobs wrote.
+    @st.fragment(run_every=JOB_REFRESH_S if active(shown) else None)
+    def live_jobs() -> None:
+        jobs = jobs_to_show()
+        for job in jobs:
+            show_job(job)
+        if not active(jobs) and st.session_state.get(JOBS_ACTIVE):
+            st.session_state[JOBS_ACTIVE] = False
             common.refresh_collections()
             st.rerun()
-        outcome = st.session_state.get(UPLOAD_RESULTS)
-        if outcome:
-            rows = outcome["rows"]
-            failed = sum(r["result"] == "failed" for r in rows)
-            summary = f"{len(rows) - failed} of {len(rows)} files went into '{outcome['collection']}'"
-            (st.warning if failed else st.success)(summary + (f"; {failed} failed." if failed else "."))
-            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        st.session_state[JOBS_ACTIVE] = active(jobs)
+
+    live_jobs()
 
 if names:
     st.divider()

@@ -316,21 +316,56 @@ def test_uploading_several_files_ingests_them_with_a_result_per_file(ui: Stack) 
     assert ingest.label == "Ingest 5 files"
     ingest.click().run()
     assert_clean(at)
-    rows = {r["file"]: r for r in table_with(at, "file").to_dict("records")}
-    assert rows["breakers.md"]["result"] == "ingested" and rows["breakers.md"]["chunks"] >= 1
-    assert rows["notes.txt"]["result"] == "ingested"
-    assert rows["faq.jsonl"]["documents"] == 2
-    assert rows["broken.pdf"]["result"] == "failed" and rows["broken.pdf"]["why"]
-    assert rows["guide.pdf"]["result"] == "ingested"
-    assert "4 of 5 files went into 'manuals'; 1 failed." in at.warning[0].value
+    job = finished_job(ui)
+    at.run()  # the page's next refresh after the job ended
+    assert_clean(at)
+    assert progress_texts(at) == [
+        "done · into 'manuals' · 6 of 6 documents · 5 ingested, 0 unchanged · 1 failed · "
+        f"{job['chunks']} chunks"
+    ]
+    failed = table_with(at, "why it failed").to_dict("records")
+    assert [row["document or file"] for row in failed] == ["broken.pdf"] and failed[0]["why it failed"]
     assert ui.http.get("/api/v1/rag/collections/manuals").json()["documents"] == 5
     assert at.dataframe[0].value["documents"].tolist() == [5]  # the list is fresh
     assert "guide.pdf" in table_with(at, "title")["document"].tolist()  # and browsable
+    assert not [b for b in at.button if b.label == "Cancel"]  # nothing left to cancel
 
     # The same file again is reported as unchanged, not ingested twice.
     at.file_uploader[0].upload("notes.txt", b"Tokens rotate by listing two secrets.", "text/plain").run()
     next(b for b in at.button if b.label.startswith("Ingest")).click().run()
-    assert table_with(at, "file").to_dict("records")[0]["result"] == "unchanged"
+    finished_job(ui)
+    at.run()
+    assert "1 of 1 documents · 0 ingested, 1 unchanged" in progress_texts(at)[0]
+
+
+def test_a_waiting_job_says_why_and_can_be_cancelled(stack_factory, workdir: Path, monkeypatch) -> None:  # noqa: ANN001
+    with FakeOllama(dim=64) as fake:
+        stack = stack_factory(embedder="ollama", ollama_host=fake.url, breaker_fail_max=1, breaker_reset_s=0.3)
+        stack.http.post("/api/v1/rag/collections", json={"name": "manuals"})
+        point_ui_at(monkeypatch, stack.url)
+        fake.mode = "error"
+        job = stack.http.post("/api/v1/rag/collections/manuals/jobs", json={"documents": DOCS}).json()
+        wait_until(lambda: stack.http.get(f"/api/v1/rag/jobs/{job['id']}").json()["waiting"], "the job to wait")
+        at = start("collections")
+        assert progress_texts(at)[0].startswith("running · into 'manuals' · 0 of 3 documents")
+        assert any(w.value.startswith("Waiting: ") and "retrying in" in w.value for w in at.warning)
+        next(b for b in at.button if b.label == "Cancel").click().run()
+        assert_clean(at)
+        assert finished_job(stack)["state"] == "cancelled"
+        at.run()
+        assert progress_texts(at)[0].startswith("cancelled · into 'manuals'")
+        assert not [b for b in at.button if b.label == "Cancel"]
+
+
+def finished_job(stack: Stack) -> dict:
+    """The newest job, once it has ended (the page submits and moves on; the service works)."""
+    newest = lambda: stack.http.get("/api/v1/rag/jobs", params={"limit": 1}).json()["jobs"][0]  # noqa: E731
+    wait_until(lambda: newest()["state"] in ("done", "failed", "cancelled"), "the upload's job to end", 60)
+    return newest()
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [element.proto.text for element in at.get("progress")]
 
 
 def test_browsing_and_deleting_a_document(fresh: Stack) -> None:
@@ -823,8 +858,13 @@ def test_display_rules() -> None:
     assert display.passage_markdown(passage, "Nothing from it [2].", 2) == display.escape_markdown(passage)
     assert display.validate_new_collection("ok", 200, 30, ["other"]) == []
     assert len(display.validate_new_collection("ok", 200, 200, [])) == 1
-    assert display.upload_row("a.txt", {"status": "ok", "ingested": 0, "skipped_unchanged": 1})["result"] == "unchanged"
-    assert display.upload_row("a.pdf", {"status": "failed", "error": "no text"})["why"] == "no text"
+    files = [("a.md", b"x" * 400), ("b.md", b"y" * 400), ("c.md", b"z" * 300), ("huge.pdf", b"p" * 5000)]
+    assert [[n for n, _ in batch] for batch in display.upload_batches(files, 2000)] == [
+        ["a.md", "b.md"], ["c.md"], ["huge.pdf"]]  # under half the limit each; an oversized file alone
+    running = {"state": "running", "collection": "c", "chunks": 40, "documents_per_s": 2.5, "eta_s": 12.2,
+               "documents": {"done": 20, "total": 50, "ingested": 18, "skipped": 1, "failed": 1}}
+    assert display.job_caption(running) == ("running · into 'c' · 20 of 50 documents · 18 ingested, 1 unchanged · "
+                                             "1 failed · 40 chunks · 2.5 documents/s · about 12 s left")
     assert display.preview("word " * 100, 20).endswith("…")
     assert display.timings_caption({"retrieval": 12.4, "generation": 3, "total": 15.4}, mode_used="dense") == (
         "retrieval 12 ms · generation 3 ms · total 15 ms · dense search")

@@ -99,8 +99,10 @@ def test_a_person_uploads_pdfs_asks_and_opens_a_citation(workbench: str, stack: 
                 for name, lines, title in PDFS
             ])
             page.get_by_role("button", name="Ingest 2 files").click()
-            # Two PDFs are loaded, embedded and written before the message shows: allow the page's timeout.
-            expect(page.get_by_text("2 of 2 files went into 'handbook'.")).to_be_visible(timeout=30_000)
+            # The upload is a job; the page follows it live until it is done.
+            expect(page.get_by_text("done · into 'handbook' · 2 of 2 documents · 2 ingested")).to_be_visible(
+                timeout=30_000
+            )
             page.screenshot(path=str(ARTIFACTS / "ui-upload.png"), full_page=True)
 
             page.get_by_test_id("stSidebarNav").get_by_text("Ask", exact=True).click()

@@ -216,34 +216,34 @@ def validate_new_collection(name: str, chunk_size: Any, chunk_overlap: Any, exis
     return problems
 
 
-def upload_row(filename: str, result: Mapping[str, Any] | None, error: str | None = None) -> dict[str, Any]:
-    """One file's outcome for the upload table: ingested, unchanged or failed, and why."""
-    if error is not None or result is None:
-        return {"file": filename, "result": "failed", "documents": 0, "chunks": 0, "why": error or "no answer"}
-    if result.get("status") == "failed":
-        return {"file": filename, "result": "failed", "documents": 0, "chunks": 0, "why": result.get("error", "")}
-    ingested, unchanged = int(result.get("ingested", 0)), int(result.get("skipped_unchanged", 0))
-    if ingested and unchanged:
-        outcome = f"ingested {ingested}, unchanged {unchanged}"
-    elif ingested:
-        outcome = "ingested"
-    else:
-        outcome = "unchanged"
-    return {
-        "file": filename,
-        "result": outcome,
-        "documents": int(result.get("documents", ingested + unchanged)),
-        "chunks": int(result.get("chunks", 0)),
-        "why": "" if ingested else "same content as before; nothing to do",
-    }
+def upload_batches(files: Sequence[tuple[str, bytes]], limit_bytes: int) -> list[list[tuple[str, bytes]]]:
+    """Files grouped into requests the service takes (each under half its body limit, for the
+    multipart overhead); a file over the limit on its own still goes, alone, to be refused by name."""
+    batches: list[list[tuple[str, bytes]]] = []
+    size = 0
+    for name, content in files:
+        if not batches or size + len(content) > limit_bytes // 2:
+            batches.append([])
+            size = 0
+        batches[-1].append((name, content))
+        size += len(content)
+    return batches
 
 
-def file_result_from(response: Mapping[str, Any], filename: str) -> Mapping[str, Any] | None:
-    for entry in response.get("files") or []:
-        if entry.get("filename") == filename:
-            return entry
-    files = response.get("files") or []
-    return files[0] if len(files) == 1 else None
+def job_caption(job: Mapping[str, Any]) -> str:
+    """One line on a job: where it is and what it did, the way a progress bar's label reads."""
+    docs = job["documents"]
+    parts = [f"{docs['done']} of {docs['total']} documents"]
+    if docs["ingested"] or docs["skipped"]:
+        parts.append(f"{docs['ingested']} ingested, {docs['skipped']} unchanged")
+    if docs["failed"]:
+        parts.append(f"{docs['failed']} failed")
+    parts.append(f"{job['chunks']} chunks")
+    if job["state"] == "running" and job.get("documents_per_s"):
+        parts.append(f"{job['documents_per_s']:.1f} documents/s")
+    if job.get("eta_s") is not None:
+        parts.append(f"about {job['eta_s']:.0f} s left")
+    return f"{job['state']} · into '{job['collection']}' · " + " · ".join(parts)
 
 
 def collection_rows(collections: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
