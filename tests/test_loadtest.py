@@ -135,6 +135,22 @@ def test_loadtest_writes_reports_and_gates(stack: Stack, tmp_path: Path) -> None
     assert SUMMARY.search(output), output
 
 
+def test_the_ingest_scenario_ingests_through_jobs_while_others_read(stack: Stack, tmp_path: Path) -> None:
+    load_collection(stack)
+    code, output = run_cli(
+        "--host", stack.url, "-u", "3", "-r", "3", "-t", "8s", "--data-dir", str(tmp_path),
+        "--scenario", "ingest", "--default-budget", "20000",
+    )
+    assert code == 0, output
+    (run_dir,) = (tmp_path / "runs").glob("loadtest-*")
+    routes = {r["name"]: r for r in json.loads((run_dir / "summary.json").read_text())["routes"]}
+    assert routes["ingest"]["requests"] >= 1 and routes["ingest"]["failures"] == 0
+    assert routes["ingest:status"]["requests"] >= 1  # the job is followed, as ragkit ingest does
+    jobs = stack.http.get("/api/v1/rag/jobs", params={"collection": "loadtest-ingest"}).json()["jobs"]
+    assert jobs and jobs[-1]["documents"]["total"] == 64
+    assert any(j["documents"]["ingested"] > 0 for j in jobs)
+
+
 def test_fault_scenario_degrades_then_recovers(stack_factory, tmp_path: Path) -> None:  # noqa: ANN001
     from loadtests.fault import run_fault_scenario
     from tests.support.fake_ollama import FakeOllama

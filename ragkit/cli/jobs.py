@@ -13,24 +13,19 @@ from ragkit.cli.common import client_from_environment, friendly_errors
 
 
 def follow_with_bar(client: Any, jobs: Sequence[dict[str, Any]], description: str) -> list[dict[str, Any]]:
-    """Follow jobs one after the other (they run in that order) with one bar over all their
-    documents; the service reports each job at least every second, so the rate and ETA stay live."""
+    """Follow jobs with one bar over all their documents; the service reports each job at least
+    every second, so the rate and ETA stay live."""
     from tqdm import tqdm
 
-    finals: list[dict[str, Any]] = []
     total = sum(job["documents"]["total"] for job in jobs)
-    chunks_before = 0
     with tqdm(total=total, unit="doc", desc=description, mininterval=0.5) as bar:
-        for job in jobs:
-            done_before = bar.n
-            status = job
-            for status in client.follow_job(job["id"]):
-                bar.n = done_before + status["documents"]["done"]
-                bar.set_postfix_str(_postfix(chunks_before + status["chunks"], status), refresh=False)
-                bar.refresh()
-            chunks_before += status["chunks"]
-            finals.append(status)
-    return finals
+
+        def update(done: int, chunks: int, status: dict[str, Any]) -> None:
+            bar.n = done
+            bar.set_postfix_str(_postfix(chunks, status), refresh=False)
+            bar.refresh()
+
+        return client.follow_jobs(jobs, update)
 
 
 def _postfix(chunks: int, status: dict[str, Any]) -> str:

@@ -25,6 +25,21 @@ class IngestSummary:
     failures: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
+    @classmethod
+    def from_jobs(cls, collection: str, finals: Sequence[Mapping[str, Any]], seconds: float) -> IngestSummary:
+        """What ingestion jobs did, from their final statuses (as `follow_jobs` returns them)."""
+        summary = cls(collection=collection, seconds=seconds)
+        for final in finals:
+            docs = final["documents"]
+            summary.documents += docs["total"]
+            summary.ingested += docs["ingested"]
+            summary.unchanged += docs["skipped"]
+            summary.chunks += final["chunks"]
+            summary.failures += [{"id": e["doc_id"], "error": e["reason"]} for e in final["errors"]]
+            if final["state"] != "done":
+                summary.failures.append({"id": f"job {final['id']}", "error": final.get("error") or final["state"]})
+        return summary
+
     @property
     def throughput(self) -> float:
         """Documents handled per second (ingested or found unchanged)."""

@@ -63,6 +63,24 @@ class JobRoutes:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/api/v1/rag/jobs/{quote(job_id, safe='')}")
 
+    def follow_jobs(
+        self, jobs: Sequence[Mapping[str, Any]], on_update: Callable[[int, int, dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """Follow jobs one after the other (the service runs them in submission order) to their
+        ends; ``on_update(documents done, chunks written, status)`` over all of them at each
+        report, at least every second. The final statuses, in order."""
+        finals: list[dict[str, Any]] = []
+        done_before = chunks_before = 0
+        for job in jobs:
+            status = dict(job)
+            for status in self.follow_job(job["id"]):
+                if on_update is not None:
+                    on_update(done_before + status["documents"]["done"], chunks_before + status["chunks"], status)
+            done_before += status["documents"]["total"]
+            chunks_before += status["chunks"]
+            finals.append(status)
+        return finals
+
     def follow_job(self, job_id: str) -> Iterator[dict[str, Any]]:
         """The job's status at each change, as the service reports it (server-sent events),
         until it has finished; the last one yielded is the final status."""

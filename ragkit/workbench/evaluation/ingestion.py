@@ -3,6 +3,7 @@ notebook's source and the evaluation's BEIR corpus go through the same client ca
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -28,14 +29,22 @@ def ingest_documents(
     collection: str,
     documents: Sequence[Mapping[str, Any]],
     *,
-    batch_size: int = 64,
     progress: bool = True,
 ) -> IngestSummary:
-    """`RagkitClient.ingest_documents` with a progress bar (for the notebooks)."""
+    """The documents as ingestion jobs on the service, followed with a progress bar (for the
+    notebooks and the evaluation): what they did, with a reason per document that failed."""
     from tqdm.std import tqdm
 
+    started = time.perf_counter()
     with tqdm(total=len(documents), unit="doc", desc=f"ingesting into {collection}", disable=not progress) as bar:
-        return client.ingest_documents(collection, documents, batch_size=batch_size, progress=bar.update)
+
+        def update(done: int, chunks: int, status: dict[str, Any]) -> None:
+            bar.n = done
+            bar.set_postfix_str(f"{chunks} chunks", refresh=False)
+            bar.refresh()
+
+        finals = client.follow_jobs(client.submit_jobs(collection, documents), update)
+    return IngestSummary.from_jobs(collection, finals, time.perf_counter() - started)
 
 
 def chunk_token_lengths(documents: Iterable[Mapping[str, Any]], chunk_size: int, chunk_overlap: int) -> list[int]:

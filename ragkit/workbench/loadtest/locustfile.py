@@ -4,7 +4,8 @@ Users authenticate with the service token (INTER_SERVICE_SECRET from the environ
 and run a weighted mix of requests named after what they exercise, so that budgets can be set
 per name: ``search:hybrid``, ``search:dense``, ``search:sparse``, ``ask`` (no streaming),
 ``collections`` and ``health``. Tasks tagged ``ingest`` belong to one extra user that keeps
-ingesting documents into a scratch collection while the others read; leave it out with
+ingesting into a scratch collection while the others read, as ingestion jobs followed to their
+end (``ingest``: the submission, ``ingest:status``: its polls); leave it out with
 ``--exclude-tags ingest`` (``ragkit loadtest`` does unless ``--scenario ingest``).
 
 Queries come from a BEIR ``queries.jsonl`` (default: SciFact's, in ../shared/data next to the
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, between, events, tag, task
 from locust.env import Environment
 
@@ -49,6 +51,9 @@ REPO = Path(__file__).resolve().parents[3]
 DEFAULT_QUERIES = REPO.parent / "shared" / "data" / "beir" / "scifact" / "queries.jsonl"
 DEFAULT_MIX = "search:hybrid=6,search:dense=3,search:sparse=3,ask=2,collections=1,health=1"
 INGEST_COLLECTION = "loadtest-ingest"
+JOB_DOCUMENTS = 64  # documents per ingestion job of the ingest scenario
+JOB_POLL_S = 0.5
+JOB_DEADLINE_S = 120.0  # a job not done by then is left to the service; the next one is submitted
 API = "/api/v1/rag"
 
 
@@ -132,7 +137,7 @@ def _call(user: FastHttpUser, name: str, method: str, path: str, body: dict | No
         method, path, json=body, name=name, headers={"X-Service-Token": _State.token}, catch_response=True
     ) as response:
         elapsed = (time.perf_counter() - t0) * 1000
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:  # a job's submission is a 202
             detail = (response.text or "")[:200]
             response.failure(f"HTTP {response.status_code}: {detail}")
             _record(name, started, elapsed, False, {"status": response.status_code})
@@ -239,9 +244,15 @@ class Ingester(FastHttpUser):
     @tag("ingest")
     @task
     def ingest(self) -> None:
+        """A job of 64 documents, followed to its end as `ragkit ingest` does (`ingest:status`
+        polls); then the next one: ingestion runs all the time, one job after the other."""
         batch = []
-        for _ in range(8):
+        for _ in range(JOB_DOCUMENTS):
             n = next(self._counter)
             doc = next(self._documents)
             batch.append({"id": f"loadtest-{os.getpid()}-{n}", "text": doc["text"], "title": doc["title"]})
-        _call(self, "ingest", "POST", f"{API}/collections/{INGEST_COLLECTION}/documents", {"documents": batch})
+        job = _call(self, "ingest", "POST", f"{API}/collections/{INGEST_COLLECTION}/jobs", {"documents": batch})
+        deadline = time.monotonic() + JOB_DEADLINE_S
+        while job is not None and job.get("state") in ("queued", "running") and time.monotonic() < deadline:
+            gevent.sleep(JOB_POLL_S)
+            job = _call(self, "ingest:status", "GET", f"{API}/jobs/{job['id']}")
