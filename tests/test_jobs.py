@@ -20,6 +20,7 @@ from tests.support.fake_ollama import FakeOllama
 from tests.support.live import free_port
 from tests.support.serve import start_serve
 from tests.support.waiting import wait_until
+from tests.test_auth import JWT_KEY, user_token
 from tests.test_loaders import make_pdf
 
 TOPICS = ["breakers", "tokens", "chunking", "caching", "metrics", "qdrant", "ollama", "jobs"]
@@ -196,6 +197,49 @@ def test_the_job_metrics_are_exported(stack: Stack) -> None:
     assert 'ragkit_jobs{state="running"} 0.0' in text and 'ragkit_jobs{state="queued"} 0.0' in text
     assert 'ragkit_job_documents_total{outcome="ingested"} 5.0' in text
     assert "ragkit_job_queue_wait_seconds_count 1.0" in text
+
+
+def test_a_server_side_folder_is_read_only_inside_the_allowed_roots(stack_factory, tmp_path: Path) -> None:  # noqa: ANN001
+    root, outside = tmp_path / "allowed", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "a.md").write_text("# Alpha\n\nAlpha documents live in the allowed folder.")
+    (root / "sub" / "b.txt").write_text("Beta notes, one folder down.")
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4 not really")
+    (root / "image.png").write_bytes(b"\x89PNG")
+    (outside / "secret.txt").write_text("never to be read")
+    (root / "link.txt").symlink_to(outside / "secret.txt")
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    jobs = "/api/v1/rag/collections/notes/jobs"
+
+    closed = stack_factory()
+    create(closed.http)
+    refused = closed.http.post(jobs, json={"path": str(root)})
+    assert refused.status_code == 403 and "RAGKIT_INGEST_ROOTS" in refused.json()["error"]["message"]
+
+    stack = stack_factory(ingest_roots=str(root), jwt_secret=JWT_KEY, jwt_audience="ragkit")
+    create(stack.http)
+    response = stack.http.post(jobs, json={"path": "."})
+    assert response.status_code == 202, response.text
+    done = finished(stack.http, response.json()["id"])
+    assert (done["documents"]["ingested"], done["documents"]["failed"]) == (2, 3)
+    reasons = {e["doc_id"]: e["reason"] for e in done["errors"]}
+    assert set(reasons) == {"broken.pdf", "image.png", "link.txt"}
+    assert "symbolic link" in reasons["link.txt"] and "unsupported" in reasons["image.png"]
+    listed = stack.http.get("/api/v1/rag/collections/notes/documents").json()["documents"]
+    assert sorted(d["doc_id"] for d in listed) == ["a.md", "sub/b.txt"]
+
+    for hostile in ("../outside", str(outside), "escape", "/etc", "sub/../../outside/secret.txt"):
+        response = stack.http.post(jobs, json={"path": hostile})
+        assert response.status_code == 403, hostile
+        assert "outside the folders" in response.json()["error"]["message"]
+    assert stack.http.post(jobs, json={"path": "absent"}).status_code == 422
+    assert stack.http.post(jobs, json={"path": ""}).status_code == 422
+    assert stack.http.post(jobs, json={"path": "a\u0000b"}).status_code == 422
+    writer = {"Authorization": f"Bearer {user_token('read write')}"}
+    response = stack.anon.post(jobs, json={"path": "."}, headers=writer)
+    assert response.status_code == 403 and "admin" in response.json()["error"]["message"]
+    assert len(stack.http.get("/api/v1/rag/jobs").json()["jobs"]) == 1  # the refusals queued nothing
 
 
 @pytest.mark.slow

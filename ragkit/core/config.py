@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     chunk_overlap: int = _env("RAGKIT_CHUNK_OVERLAP", 30, ge=0)
     max_request_bytes: int = _env("RAGKIT_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, ge=1024)
     max_documents_per_request: int = _env("RAGKIT_MAX_DOCUMENTS", 2000, ge=1)
+    # Folders on the service's machine a job may read (`{"path": ...}`), comma-separated; none by default.
+    ingest_roots: str = _env("RAGKIT_INGEST_ROOTS", "")
+    max_job_documents: int = _env("RAGKIT_MAX_JOB_DOCUMENTS", 100_000, ge=1)
     max_query_chars: int = _env("RAGKIT_MAX_QUERY_CHARS", 4000, ge=1)
     max_top_k: int = _env("RAGKIT_MAX_TOP_K", MAX_TOP_K, ge=1, le=MAX_TOP_K)
     optimize_after_ingest: bool = _env("RAGKIT_OPTIMIZE_AFTER_INGEST", True)
@@ -128,6 +131,10 @@ class Settings(BaseSettings):
     def service_secrets(self) -> list[bytes]:
         """All accepted service tokens: one normally, several while a secret is rotated."""
         return [s.strip().encode() for s in self.inter_service_secret.split(",") if s.strip()]
+
+    @property
+    def ingest_root_paths(self) -> list[Path]:
+        return [Path(part.strip()).expanduser().resolve() for part in self.ingest_roots.split(",") if part.strip()]
 
     @property
     def ollama_url(self) -> str:

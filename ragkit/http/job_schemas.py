@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ragkit.http.schemas import _Strict
 from ragkit.rag.jobs import JOB_STATES
+
+
+class PathJobRequest(_Strict):
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="A file or folder on the service's machine, inside RAGKIT_INGEST_ROOTS (relative: to the "
+        "first of them); needs the admin scope",
+    )
 
 
 class JobDocuments(BaseModel):

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from ragkit.core.config import Settings
+from ragkit.http.job_schemas import PathJobRequest
 from ragkit.http.schemas import IngestRequest
 
 API_PREFIXES = ("/api/v1/", "/api/")
@@ -48,10 +49,13 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
 
 
 def _add_ingest_body(document: dict[str, Any]) -> None:
+    """The bodies the ingestion routes read themselves (JSON or multipart), so FastAPI does not
+    know them: the documents, and a job's server-side path."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    generated = IngestRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(generated.pop("$defs", {}))
-    schemas["IngestRequest"] = generated
+    for model in (IngestRequest, PathJobRequest):
+        generated = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(generated.pop("$defs", {}))
+        schemas[model.__name__] = generated
 
 
 def _apply_limits(document: dict[str, Any], settings: Settings) -> None:

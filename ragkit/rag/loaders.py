@@ -21,11 +21,11 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ragkit.core.errors import InvalidInput
+from ragkit.core.errors import Forbidden, InvalidInput
 from ragkit.core.types import Document
 from ragkit.rag.office import read_docx, read_pptx
 from ragkit.rag.pdf import read_pdf
@@ -71,14 +71,34 @@ def supported(filename: str) -> bool:
     return _extension(filename) in _FORMATS
 
 
-def load_path(path: Path | str, skipped: list[tuple[str, str]] | None = None) -> Iterator[Document]:
+def allowed_path(raw: str, roots: Sequence[Path]) -> Path:
+    """The file or folder ``raw`` names, resolved (symlinks followed), if it lies inside one of
+    ``roots``: a relative path is taken from the first root. Forbidden otherwise, saying so."""
+    if not roots:
+        raise Forbidden("server-side paths are off; an admin allows folders with RAGKIT_INGEST_ROOTS")
+    if "\x00" in raw or not raw.strip():
+        raise InvalidInput("the path is empty or holds a NUL character")
+    candidate = Path(raw).expanduser()
+    resolved = (candidate if candidate.is_absolute() else roots[0] / candidate).resolve()
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise Forbidden(f"{raw} is outside the folders RAGKIT_INGEST_ROOTS allows", path=raw)
+    if not resolved.exists():
+        raise InvalidInput(f"{raw}: no such file or folder under the allowed folders", path=raw)
+    return resolved
+
+
+def load_path(
+    path: Path | str, skipped: list[tuple[str, str]] | None = None, *, follow_links: bool = True
+) -> Iterator[Document]:
     """Documents from a file, or from every supported file under a folder.
 
     A folder is walked recursively in sorted order of relative path, so runs are
     reproducible; hidden files and folders (names starting with a dot) are skipped, and so
     are files with an unsupported extension (a folder of docs often holds images too), each
-    added to ``skipped`` as (relative path, reason) so the caller can say so. A file named
-    explicitly must be supported.
+    added to ``skipped`` as (relative path, reason) so the caller can say so; with ``skipped``
+    given, a file that cannot be read is added to it too, and the folder goes on. A file named
+    explicitly must be supported. ``follow_links=False`` (a job reading the service's own disk)
+    skips symbolic links, which could lead out of the folder an admin allowed.
     """
     root = Path(path)
     if root.is_file():
@@ -87,12 +107,21 @@ def load_path(path: Path | str, skipped: list[tuple[str, str]] | None = None) ->
     if not root.is_dir():
         raise InvalidInput(f"{root}: no such file or folder", path=str(root))
     for file, relative in _walk(root):
+        if not follow_links and file.is_symlink():
+            if skipped is not None:
+                skipped.append((relative, "a symbolic link; not followed"))
+            continue
         if not supported(relative):
             log.info("skipping %s: unsupported extension", relative)
             if skipped is not None:
                 skipped.append((relative, f"unsupported file type {_extension(relative) or '(no extension)'}"))
             continue
-        yield from _load_file(file, relative)
+        try:
+            yield from _load_file(file, relative)
+        except InvalidInput as exc:
+            if skipped is None:
+                raise
+            skipped.append((relative, exc.message))  # one unreadable file does not stop the folder
 
 
 def load_bytes(filename: str, data: bytes) -> list[Document]:

@@ -7,22 +7,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
-from ragkit.core.errors import InvalidInput, PayloadTooLarge
+from ragkit.core.config import Settings
+from ragkit.core.errors import Forbidden, InvalidInput, PayloadTooLarge
 from ragkit.core.types import Document
+from ragkit.http.auth import Principal
 from ragkit.http.deps import require, services_of
-from ragkit.http.job_schemas import JobList, JobStatus
+from ragkit.http.job_schemas import JobList, JobStatus, PathJobRequest
 from ragkit.http.routes.documents import INGEST_BODY, documents_of
 from ragkit.http.routes.rag import sse_event
 from ragkit.http.schemas import DEPENDENCIES, GATED, CollectionPath, error_responses
-from ragkit.rag.loaders import load_bytes
+from ragkit.rag.loaders import allowed_path, load_bytes, load_path
 
 TAG = "jobs"
 router = APIRouter()
+PATH_BODY_BYTES = 8192
+# The documents route's bodies, and a server-side path.
+JOB_BODY: dict[str, Any] = {
+    "requestBody": {
+        **INGEST_BODY["requestBody"],
+        "content": {
+            **INGEST_BODY["requestBody"]["content"],
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/IngestRequest"},
+                        {"$ref": "#/components/schemas/PathJobRequest"},
+                    ]
+                }
+            },
+        },
+    }
+}
 KEEPALIVE_S = 1.0  # an event stream sends the status at least this often, so rates and ETA stay live
 
 
@@ -34,25 +55,52 @@ def _location(request: Request, job_id: str) -> str:
     "/collections/{name}/jobs",
     status_code=202,
     response_model=JobStatus,
-    dependencies=[require("write")],
     responses=error_responses(*GATED, 404, 413, *DEPENDENCIES),
-    openapi_extra=INGEST_BODY,
+    openapi_extra=JOB_BODY,
 )
-async def submit_job(request: Request, name: CollectionPath) -> Any:
+async def submit_job(request: Request, name: CollectionPath, principal: Annotated[Principal, require("write")]) -> Any:
     """Ingest in the background: the same bodies as the documents route (JSON documents or
-    multipart files). Answers 202 at once with the job, its `Location` to follow."""
+    multipart files), or `{"path": ...}`, a file or folder on the service's machine inside
+    RAGKIT_INGEST_ROOTS (admin scope). Answers 202 with the job, its `Location` to follow."""
     services = services_of(request)
+    limit = services.settings.max_documents_per_request
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         documents, failures = await _files_of(request)
     else:
-        documents, failures = await asyncio.to_thread(documents_of, await request.body()), []
+        raw = await request.body()
+        server_path = _server_path(raw)
+        if server_path is not None:
+            if "admin" not in principal.scopes:  # it reads the service's own disk
+                raise Forbidden("a server-side path needs the 'admin' scope", required_scope="admin")
+            documents, failures = await asyncio.to_thread(_path_documents, services.settings, server_path)
+            limit = services.settings.max_job_documents
+        else:
+            documents, failures = await asyncio.to_thread(documents_of, raw), []
     if not documents and not failures:
         raise InvalidInput("no documents given")
-    limit = services.settings.max_documents_per_request
     if len(documents) > limit:
         raise PayloadTooLarge(f"{len(documents)} documents in one job; the limit is {limit}; send several jobs")
     job = await services.jobs.submit(name, documents, failures)
     return JSONResponse(job.as_dict(), status_code=202, headers={"Location": _location(request, job.id)})
+
+
+def _server_path(raw: bytes) -> str | None:
+    """The path of a `{"path": ...}` body; None for any other body (documents)."""
+    if len(raw) > PATH_BODY_BYTES:  # a path request is small; a documents body is parsed once, later
+        return None
+    try:
+        return PathJobRequest.model_validate_json(raw).path
+    except ValidationError:
+        return None
+
+
+def _path_documents(settings: Settings, raw: str) -> tuple[list[Document], list[tuple[str, str]]]:
+    """A file or folder on this machine, if an admin allowed it; files that cannot be read (and
+    symbolic links, which could lead outside the allowed folders) are the job's failures."""
+    path = allowed_path(raw, settings.ingest_root_paths)
+    skipped: list[tuple[str, str]] = []
+    documents = list(load_path(path, skipped, follow_links=False))
+    return documents, skipped
 
 
 async def _files_of(request: Request) -> tuple[list[Document], list[tuple[str, str]]]:
