@@ -10,6 +10,8 @@ from pathlib import Path
 from ragkit.adapters.breakers import CACHE, BreakerBoard
 from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
 from ragkit.adapters.guarded import GuardedCondenser, GuardedEmbedder, GuardedGenerator, GuardedStore
+from ragkit.adapters.job_queue import ArqBatchQueue
+from ragkit.core.batches import BatchQueue
 from ragkit.core.config import Settings
 from ragkit.core.errors import ConfigurationError
 from ragkit.core.metrics import Metrics
@@ -60,7 +62,7 @@ class Services:
                 await aclose()
         await self.optimizer.wait()
         await self.cache.close()
-        self.jobs.journal.close()
+        await self.jobs.close()
         self.store.close()
 
 
@@ -101,7 +103,7 @@ def _openai_setting(value: str | None, variable: str, kind: str) -> str:
     return value
 
 
-def _build_embedder(settings: Settings) -> Embedder:
+def build_embedder(settings: Settings) -> Embedder:
     if settings.embedder_kind == "openai":
         from ragkit.adapters.embedders.openai import OpenAIEmbedder
 
@@ -182,7 +184,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     metrics = Metrics()
     breakers = BreakerBoard(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s, metrics=metrics)
     store = GuardedStore(_build_store(settings), breakers, metrics, timeout_s=settings.qdrant_timeout_s)
-    guarded_embedder = GuardedEmbedder(embedder or _build_embedder(settings), breakers)
+    guarded_embedder = GuardedEmbedder(embedder or build_embedder(settings), breakers)
     backend_generator = _build_generator(settings)
     # The extractive answerer scores sentences by meaning with the collections' own embedder.
     extractive = GuardedGenerator(ExtractiveGenerator(embedder=guarded_embedder), breakers)
@@ -239,9 +241,21 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
         ingestor=ingestor,
         optimizer=optimizer,
         collections=collections,
-        jobs=JobRunner(JobJournal(settings.data_dir / "jobs.sqlite3"), collections, metrics),
+        jobs=JobRunner(
+            JobJournal(settings.data_dir / "jobs.sqlite3"), collections, metrics, queue=_build_job_queue(settings)
+        ),
         condenser=condenser,
     )
+
+
+def _build_job_queue(settings: Settings) -> BatchQueue | None:
+    if settings.job_queue == "local":
+        return None
+    if not settings.redis_url:
+        raise ConfigurationError(
+            "RAGKIT_JOB_QUEUE=redis needs REDIS_URL: the Redis that `ragkit worker`s take batches from"
+        )
+    return ArqBatchQueue(settings.redis_url)
 
 
 def check_settings(settings: Settings) -> None:
@@ -253,3 +267,4 @@ def check_settings(settings: Settings) -> None:
     if settings.generator_kind == "openai":
         _openai_setting(settings.openai_base_url, "OPENAI_BASE_URL", "RAGKIT_GENERATOR")
         _openai_setting(settings.openai_model, "OPENAI_MODEL", "RAGKIT_GENERATOR")
+    _build_job_queue(settings)  # RAGKIT_JOB_QUEUE=redis without REDIS_URL

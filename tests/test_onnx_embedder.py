@@ -28,7 +28,7 @@ from ragkit.adapters.embedders.onnx import OnnxEmbedder
 from ragkit.adapters.embedders.onnx_export import ensure_export, export_path, lock_path, source_digest
 from ragkit.core.config import Settings
 from ragkit.core.errors import ConfigurationError
-from ragkit.services import _build_embedder
+from ragkit.services import build_embedder
 from tests.conftest import REPO, SCIFACT, make_settings
 
 # Long enough for any one export on two loaded cores (about 10-30 s each), short enough to end a hang.
@@ -380,19 +380,19 @@ def test_workers_and_threads_are_checked(tmp_path: Path) -> None:
 def test_the_setting_picks_the_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("RAGKIT_LOCAL_BACKEND", "RAGKIT_MODEL_DIR", "RAGKIT_EMBED_WORKERS"):
         monkeypatch.delenv(name, raising=False)  # the defaults, whatever the test session set
-    default = _build_embedder(make_settings(tmp_path))
+    default = build_embedder(make_settings(tmp_path))
     assert isinstance(default, OnnxEmbedder)
     assert default.cache_dir == tmp_path / "models"
     assert default.batch_size == 64
 
     monkeypatch.setenv("RAGKIT_LOCAL_BACKEND", "torch")
-    torch_backend = _build_embedder(make_settings(tmp_path))
+    torch_backend = build_embedder(make_settings(tmp_path))
     assert isinstance(torch_backend, LocalEmbedder) and torch_backend.threads == 2
 
     monkeypatch.setenv("RAGKIT_LOCAL_BACKEND", "onnx")
     monkeypatch.setenv("RAGKIT_MODEL_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("RAGKIT_EMBED_WORKERS", "3")
-    moved = _build_embedder(make_settings(tmp_path))
+    moved = build_embedder(make_settings(tmp_path))
     assert isinstance(moved, OnnxEmbedder)
     assert (moved.cache_dir, moved.workers) == (tmp_path / "elsewhere", 3)
     assert moved.name == torch_backend.name and moved.breaker_name == torch_backend.breaker_name

@@ -201,7 +201,7 @@ def test_a_missing_setting_is_a_configuration_error_naming_the_variable(
     tmp_path: Path, values: dict, variable: str
 ) -> None:
     settings = make_settings(tmp_path, **{"embedder": "local", "generator": "extractive", **values})
-    build = services._build_embedder if "embedder" in values else services._build_generator
+    build = services.build_embedder if "embedder" in values else services._build_generator
     with pytest.raises(ConfigurationError, match=variable):
         build(settings)
 

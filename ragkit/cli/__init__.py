@@ -13,6 +13,7 @@ from ragkit.cli.loadtest import loadtest
 from ragkit.cli.mcp import mcp
 from ragkit.cli.notebook import notebook
 from ragkit.cli.server import secret, serve, up
+from ragkit.cli.worker import worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,5 +22,20 @@ def main() -> None:
     """ragkit: retrieval-augmented generation over your document collections."""
 
 
-for command in (serve, up, ingest, jobs, search, ask, chat, collections, health, mcp, secret, loadtest, notebook):
+for command in (
+    serve,
+    up,
+    ingest,
+    jobs,
+    worker,
+    search,
+    ask,
+    chat,
+    collections,
+    health,
+    mcp,
+    secret,
+    loadtest,
+    notebook,
+):
     main.add_command(command)

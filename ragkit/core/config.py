@@ -82,6 +82,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = _env("REDIS_URL")
     redis_timeout_s: float = _env("RAGKIT_REDIS_TIMEOUT", 1.0, gt=0)
+    # Where ingestion jobs are chunked and embedded: in the service ("local"), or by `ragkit
+    # worker` processes taking batches from REDIS_URL ("redis"); the service writes either way.
+    job_queue: Literal["local", "redis"] = _env("RAGKIT_JOB_QUEUE", "local")
     cache_ttl_s: float = _env("RAGKIT_CACHE_TTL", 300.0, ge=0)
 
     rate_limit: str | None = _env("RAGKIT_RATE_LIMIT")

@@ -113,10 +113,12 @@ class CollectionExists(Conflict):
 class EmbedderMismatch(Conflict):
     code = "embedder_mismatch"
 
-    def __init__(self, collection: str, stored: str, stored_dim: int, current: str, current_dim: int) -> None:
+    def __init__(
+        self, collection: str, stored: str, stored_dim: int, current: str, current_dim: int, who: str = "the service"
+    ) -> None:
         super().__init__(
             f"collection '{collection}' was built with embedder '{stored}' ({stored_dim} dimensions) "
-            f"but the service now uses '{current}' ({current_dim} dimensions); switch the embedder "
+            f"but {who} now uses '{current}' ({current_dim} dimensions); switch the embedder "
             f"back or re-ingest into a new collection",
             collection=collection,
             collection_embedder=stored,

@@ -12,9 +12,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ragkit.core.batches import PreparedDocument
 from ragkit.core.errors import InvalidInput, NotFound, RagkitError
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
-from ragkit.core.types import Chunk, CollectionSpec, CollectionStats, Document, DocumentState, Embedder, Store
+from ragkit.core.types import (
+    Chunk,
+    CollectionSpec,
+    CollectionStats,
+    Document,
+    DocumentState,
+    Embedder,
+    Store,
+)
 from ragkit.rag.chunking import validate_chunking
 from ragkit.rag.ingest import Ingestor, IngestReport, check_embedder, learn_dimension
 from ragkit.rag.loaders import load_bytes
@@ -153,6 +162,16 @@ class Collections:
 
     def optimize(self, name: str) -> None:
         self._optimizer.schedule(name)
+
+    async def changed(self, name: str, documents: Sequence[Document]) -> tuple[list[Document], list[str]]:
+        """The documents a worker must embed, and the ids of those already stored unchanged."""
+        return await self._ingestor.changed(name, documents)
+
+    async def spec(self, name: str) -> CollectionSpec:
+        return await self._store.get_collection(name, fresh=True)
+
+    async def write_prepared(self, name: str, prepared: Sequence[PreparedDocument]) -> IngestReport:
+        return await self._ingestor.write_prepared(name, prepared)
 
     async def ingest_files(self, name: str, files: Sequence[tuple[str, bytes]]) -> UploadReport:
         """Each (filename, content) is loaded and ingested on its own: one bad file fails alone."""

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from ragkit.core.batches import PreparedDocument
 from ragkit.core.errors import EmbedderMismatch, InvalidInput
 from ragkit.core.metrics import Metrics
 from ragkit.core.names import point_id
-from ragkit.core.types import Chunk, CollectionSpec, Document, Embedder, Point, Store
+from ragkit.core.types import Chunk, CollectionSpec, Document, Embedder, Point, SparseVector, Store
 from ragkit.rag.chunking import chunk_document, content_hash
 from ragkit.rag.locate import check_page_starts
 from ragkit.rag.sparse import Bm25Encoder
@@ -157,9 +158,7 @@ class Ingestor:
         pending: list[tuple[Document, str, list[Chunk]]] = []
         pending_chunks = 0
         for doc, digest in prepared:
-            state = await self._store.document_state(collection, doc.id)
-            complete = state is not None and state.present >= state.chunk_count and state.total == state.present
-            if complete and state.content_hash == digest:
+            if await self._unchanged(collection, doc.id, digest):
                 report.skipped_unchanged += 1
                 self._metrics.ingested_documents.labels(collection, "unchanged").inc()
                 if progress:
@@ -175,6 +174,48 @@ class Ingestor:
             await self._write(spec, pending, report, progress)
         report.seconds = time.perf_counter() - started
         self._metrics.stage_latency.labels("ingest").observe(report.seconds)
+        return report
+
+    async def _unchanged(self, collection: str, doc_id: str, digest: str) -> bool:
+        """Stored whole, at this content hash: nothing to write."""
+        state = await self._store.document_state(collection, doc_id)
+        complete = state is not None and state.present >= state.chunk_count and state.total == state.present
+        return complete and state.content_hash == digest
+
+    async def changed(self, collection: str, documents: Sequence[Document]) -> tuple[list[Document], list[str]]:
+        """The documents that need writing, and the ids of those stored unchanged (for work done
+        elsewhere, by workers: only what changed is sent to them)."""
+        prepared = await asyncio.to_thread(_prepared, documents)
+        changed, unchanged = [], []
+        for doc, digest in prepared:
+            if await self._unchanged(collection, doc.id, digest):
+                unchanged.append(doc.id)
+                self._metrics.ingested_documents.labels(collection, "unchanged").inc()
+            else:
+                changed.append(doc)
+        return changed, unchanged
+
+    async def write_prepared(self, collection: str, prepared: Sequence[PreparedDocument]) -> IngestReport:
+        """Write documents a worker has chunked and embedded. The vectors must come from the
+        collection's embedder (the worker says which it used; a mismatch is refused here)."""
+        started = time.perf_counter()
+        spec = await self._store.get_collection(collection, fresh=True)
+        report = IngestReport()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for item in prepared:
+            if item.embedder != spec.embedder or any(len(v) != spec.dimension for v in item.dense):
+                raise EmbedderMismatch(spec.name, spec.embedder, spec.dimension, item.embedder, len(item.dense[0]))
+            digest = content_hash(item.document)
+            count = len(item.chunks)
+            entries = [(item.document, digest, count, chunk) for chunk in item.chunks]
+            await self._store.upsert(spec.name, _points(spec, entries, item.dense, item.sparse, now))
+            await self._store.delete_stale(spec.name, item.document.id, digest, count)
+            report.ingested += 1
+            report.chunks += count
+            report.document_ids.append(item.document.id)
+            self._metrics.ingested_documents.labels(spec.name, "ingested").inc()
+            self._metrics.ingested_chunks.labels(spec.name).inc(count)
+        report.seconds = time.perf_counter() - started
         return report
 
     async def _write(
@@ -221,25 +262,56 @@ class Ingestor:
         dense = await self._embedder.embed(texts)
         self._metrics.stage_latency.labels("ingest_embed").observe(time.perf_counter() - embed_started)
         sparse = await asyncio.to_thread(encoder.embed_documents, texts)
-        points = [
-            Point(
-                point_id(spec.name, doc.id, chunk.chunk_index),
-                vector,
-                sparse_vector,
-                {
-                    "doc_id": doc.id,
-                    "chunk_index": chunk.chunk_index,
-                    "chunk_count": count,
-                    "content_hash": digest,
-                    "text": chunk.text,
-                    "title": doc.title,
-                    "metadata": dict(doc.metadata),
-                    "page": chunk.page,
-                    "page_end": chunk.page_end,
-                    "section": chunk.section,
-                    "ingested_at": now,
-                },
-            )
-            for (doc, digest, count, chunk), vector, sparse_vector in zip(entries, dense, sparse, strict=True)
-        ]
-        await self._store.upsert(spec.name, points)
+        await self._store.upsert(spec.name, _points(spec, entries, dense, sparse, now))
+
+
+async def prepare_documents(
+    documents: Sequence[Document], spec: CollectionSpec, embedder: Embedder
+) -> list[PreparedDocument]:
+    """What a worker does for the service: chunk, embed (in one batch) and BM25-encode the
+    documents for ``spec``'s collection. EmbedderMismatch when its embedder is not the collection's."""
+    check_embedder(spec, embedder)
+    encoder = Bm25Encoder(avg_len=max(spec.bm25_avg_len, 1.0))
+    chunked = [
+        (doc, await asyncio.to_thread(plan_chunks, doc, spec.chunk_size, spec.chunk_overlap, embedder.count_tokens))
+        for doc in unique_documents(documents)
+    ]
+    texts = [embedding_text(chunk) for _, chunks in chunked for chunk in chunks]
+    dense = await embedder.embed(texts)
+    sparse = await asyncio.to_thread(encoder.embed_documents, texts)
+    prepared, start = [], 0
+    for doc, chunks in chunked:
+        end = start + len(chunks)
+        prepared.append(PreparedDocument(doc, chunks, dense[start:end], sparse[start:end], embedder.name))
+        start = end
+    return prepared
+
+
+def _points(
+    spec: CollectionSpec,
+    entries: Sequence[tuple[Document, str, int, Chunk]],
+    dense: Sequence[Sequence[float]],
+    sparse: Sequence[SparseVector],
+    now: str,
+) -> list[Point]:
+    return [
+        Point(
+            point_id(spec.name, doc.id, chunk.chunk_index),
+            list(vector),
+            sparse_vector,
+            {
+                "doc_id": doc.id,
+                "chunk_index": chunk.chunk_index,
+                "chunk_count": count,
+                "content_hash": digest,
+                "text": chunk.text,
+                "title": doc.title,
+                "metadata": dict(doc.metadata),
+                "page": chunk.page,
+                "page_end": chunk.page_end,
+                "section": chunk.section,
+                "ingested_at": now,
+            },
+        )
+        for (doc, digest, count, chunk), vector, sparse_vector in zip(entries, dense, sparse, strict=True)
+    ]

@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 
+from ragkit.core.batches import BatchQueue, PreparedDocument
 from ragkit.core.errors import BreakerOpen, CallerError, DependencyError, EmbedderMismatch, NotFound
 from ragkit.core.metrics import Metrics
-from ragkit.core.types import Document
+from ragkit.core.types import CollectionSpec, Document
 from ragkit.rag.collections import Collections
 from ragkit.rag.ingest import unique_documents
 from ragkit.rag.jobs import (
@@ -42,6 +44,20 @@ from ragkit.rag.jobs import (
 )
 
 log = logging.getLogger("ragkit.jobs")
+
+
+class _Cancelled(Exception):
+    """A cancel that arrived while the job waited for workers."""
+
+
+WORKER_BATCH = 16  # documents per batch a worker takes
+WORKER_BATCHES_IN_FLIGHT = 4  # batches queued at once, so that several workers share a job
+WORKER_SILENCE_S = 10.0  # without a result for this long, the job says it waits for workers
+NO_WORKER = (
+    "waiting for workers: a batch queued on Redis has no result yet; is a `ragkit worker` running "
+    "with this service's REDIS_URL?"
+)
+WORKER_REFUSALS = 3  # times a batch is queued again after a worker refused it (another embedder)
 FIRST_RETRY_S = 1.0  # after a dependency's failure; doubled at each further one
 MAX_WAIT_S = 30.0  # the longest pause between two tries while a dependency is down
 
@@ -55,12 +71,16 @@ class JobRunner:
         *,
         batch_documents: int = 32,
         max_attempts: int = 3,
+        queue: BatchQueue | None = None,
     ) -> None:
+        """``queue``: hand the chunking and embedding to `ragkit worker` processes (jobs on Redis)."""
         self.journal = journal
         self._collections = collections
         self._metrics = metrics
         self._batch_documents = batch_documents
         self._max_attempts = max_attempts
+        self._queue = queue
+        self._queued: Counter[str] = Counter()  # times each batch was queued for workers
         self._wake = asyncio.Event()  # a job was submitted or cancelled
         self.changed = asyncio.Condition()  # notified after every recorded change (for followers)
 
@@ -92,6 +112,11 @@ class JobRunner:
         for state in (QUEUED, RUNNING):
             self._metrics.jobs.labels(state).set(await asyncio.to_thread(self.journal.count, state))
 
+    async def close(self) -> None:
+        self.journal.close()
+        if self._queue is not None:
+            await self._queue.close()
+
     # -- the loop -----------------------------------------------------------------------------
     async def run(self) -> None:
         """Until cancelled: resume what a killed process left running, then take jobs in order."""
@@ -118,7 +143,8 @@ class JobRunner:
             return  # cancelled in the meantime
         await self._changed()
         started, documents, chunks = time.perf_counter(), 0, 0
-        attempts, batch_size = 0, self._batch_documents
+        group = self._batch_documents if self._queue is None else WORKER_BATCH * WORKER_BATCHES_IN_FLIGHT
+        attempts, batch_size = 0, group
         while True:
             current = await asyncio.to_thread(self.journal.get, job.id)
             if current.cancel_requested:
@@ -127,7 +153,9 @@ class JobRunner:
             if not batch:
                 return await self._finish(job, DONE)
             try:
-                outcomes, written = await self._ingest(job.collection, batch)
+                outcomes, written = await self._ingest(job.id, job.collection, batch)
+            except _Cancelled:
+                return await self._finish(job, CANCELLED)
             except (NotFound, EmbedderMismatch) as exc:
                 return await self._finish(job, FAILED, exc.message)
             except DependencyError as exc:
@@ -143,7 +171,7 @@ class JobRunner:
                     continue
                 outcomes, written = [Outcome(batch[0][0], DOCUMENT_FAILED, _reason(exc, attempts))], 0
                 self._metrics.job_failures.labels(exc.code).inc()
-            attempts, batch_size = 0, self._batch_documents
+            attempts, batch_size = 0, group
             documents, chunks = documents + len(outcomes), chunks + written
             elapsed = max(time.perf_counter() - started, 1e-6)
             rates = (documents / elapsed, chunks / elapsed)
@@ -152,7 +180,72 @@ class JobRunner:
                 self._metrics.job_documents.labels(outcome.state).inc()
             await self._changed()
 
-    async def _ingest(self, collection: str, batch: list[tuple[int, Document]]) -> tuple[list[Outcome], int]:
+    async def _ingest(
+        self, job_id: str, collection: str, batch: list[tuple[int, Document]]
+    ) -> tuple[list[Outcome], int]:
+        if self._queue is not None and len(batch) > 1:
+            spec = await self._collections.spec(collection)
+            # BM25 needs the collection's mean chunk length, which its first batch sets: that one
+            # is ingested here, and workers get the rest.
+            if spec.bm25_avg_len > 0:
+                return await self._ingest_by_workers(job_id, spec, batch)
+        return await self._ingest_here(collection, batch)
+
+    async def _ingest_by_workers(
+        self, job_id: str, spec: CollectionSpec, batch: list[tuple[int, Document]]
+    ) -> tuple[list[Outcome], int]:
+        """Unchanged documents are skipped here; the rest go to the workers in batches, all at
+        once (so several workers share the job), and are written here as their vectors come back."""
+        assert self._queue is not None
+        seq_of = {doc.id: seq for seq, doc in batch}
+        changed, unchanged = await self._collections.changed(spec.name, [doc for _, doc in batch])
+        outcomes = [Outcome(seq_of[doc_id], SKIPPED) for doc_id in unchanged]
+        parts = [changed[i : i + WORKER_BATCH] for i in range(0, len(changed), WORKER_BATCH)]
+        results = await asyncio.gather(*(self._prepared_by_a_worker(job_id, spec, part) for part in parts))
+        written = 0
+        for prepared in results:
+            report = await self._collections.write_prepared(spec.name, prepared)
+            outcomes += [Outcome(seq_of[item.document.id], INGESTED) for item in prepared]
+            written += report.chunks
+        return sorted(outcomes, key=lambda o: o.seq), written
+
+    async def _prepared_by_a_worker(
+        self, job_id: str, spec: CollectionSpec, documents: list[Document]
+    ) -> list[PreparedDocument]:
+        """A worker whose embedder is not the collection's refuses the batch: it is queued again
+        (so another worker may take it) before the refusal stands. Each queuing has its own key,
+        numbered from 0 in this process: after a restart the first key is that of the batch
+        queued before it, whose result, if a worker finished it, is taken as it is."""
+        assert self._queue is not None
+        base = f"{job_id}:{documents[0].id}:{len(documents)}"
+        for refusal in range(WORKER_REFUSALS):
+            key = f"{base}:{self._queued[base]}"
+            self._queued[base] += 1
+            try:
+                return await self._worker_result(job_id, await self._queue.submit(key, spec, documents))
+            except EmbedderMismatch:
+                if refusal == WORKER_REFUSALS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _worker_result(self, job_id: str, ticket: str) -> list[PreparedDocument]:
+        """The batch's result; meanwhile the job says it waits for workers when none answers for
+        a while, and a cancel stops the wait (the batch may still be embedded; it is not written)."""
+        assert self._queue is not None
+        result = asyncio.ensure_future(self._queue.result(ticket))
+        try:
+            while True:
+                done, _ = await asyncio.wait({result}, timeout=WORKER_SILENCE_S)
+                if done:
+                    return result.result()
+                if (await asyncio.to_thread(self.journal.get, job_id)).cancel_requested:
+                    raise _Cancelled
+                await asyncio.to_thread(self.journal.wait_for, job_id, NO_WORKER)
+                await self._changed()
+        finally:
+            result.cancel()
+
+    async def _ingest_here(self, collection: str, batch: list[tuple[int, Document]]) -> tuple[list[Outcome], int]:
         try:
             report = await self._collections.ingest(collection, [doc for _, doc in batch], optimize=False)
         except (NotFound, EmbedderMismatch):
@@ -163,7 +256,7 @@ class JobRunner:
                 return [Outcome(batch[0][0], DOCUMENT_FAILED, exc.message)], 0
             outcomes, written = [], 0
             for one in batch:  # one at a time: only the document at fault fails
-                single, chunks = await self._ingest(collection, [one])
+                single, chunks = await self._ingest_here(collection, [one])
                 outcomes += single
                 written += chunks
             return outcomes, written
