@@ -418,6 +418,19 @@ def test_list_documents_pages_in_id_order(store: VectorStore, bm25: Bm25Encoder)
         store.list_documents("docs", limit=0)
 
 
+def test_a_listed_page_counts_each_documents_current_version(store: VectorStore, bm25: Bm25Encoder) -> None:
+    store.create_collection(spec())
+    for i in range(1000):  # a full page of the largest size
+        store.upsert("docs", make_points("docs", f"d{i:04d}", [f"d{i} one", f"d{i} two"], bm25=bm25))
+    rewrite = make_points("docs", "d0007", ["new one", "new two", "new three"], bm25=bm25)
+    store.upsert("docs", rewrite[:1])  # cut off mid-rewrite: chunk 0 of the new version only
+    listed = {d.doc_id: d for d in store.list_documents("docs", limit=1000)}
+    assert len(listed) == 1000
+    assert all((d.chunk_count, d.present) == (2, 2) for doc_id, d in listed.items() if doc_id != "d0007")
+    cut = listed["d0007"]
+    assert (cut.content_hash, cut.chunk_count, cut.present) == (rewrite[0].payload["content_hash"], 3, 1)
+
+
 # --------------------------------------------------------------------------- search
 
 

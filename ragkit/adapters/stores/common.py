@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 from ragkit.adapters.stores.filters import (
     Where,
     doc_where,
+    docs_where,
     first_chunks_where,
     heads_where,
     stale_where,
@@ -338,15 +340,19 @@ class StoreBase(ABC):
         chunks = self._count(name, None)
         if not chunks:
             return []
-        page = sorted(self._doc_counts(name, None, chunks))[offset : offset + limit]
+        totals = self._doc_counts(name, None, chunks)
+        page = sorted(totals)[offset : offset + limit]
         if not page:
             return []
         heads = {p["doc_id"]: p for p in self._payloads(name, heads_where(page), len(page))}
         for doc_id in page:  # a document without chunk 0 still gets listed
             if doc_id not in heads:
                 heads.update({p["doc_id"]: p for p in self._payloads(name, doc_where(doc_id), 1)})
-        versions = Where(should=tuple(version_where(d, heads[d].get("content_hash", "")) for d in page if d in heads))
-        present = self._doc_counts(name, versions, len(page))
+        # Chunks of each document's current version, counted here from the page's payloads (no
+        # text): one filter on the page's ids, where a filter per version took seconds per page.
+        rows = self._payloads(name, docs_where(page), sum(totals[d] for d in page))
+        current = {doc_id: head.get("content_hash") for doc_id, head in heads.items()}
+        present = Counter(r["doc_id"] for r in rows if r.get("content_hash") == current.get(r["doc_id"]))
         return [state_from(heads[d], present.get(d, 0)) for d in page if d in heads]
 
     def search(

@@ -67,6 +67,10 @@ def version_where(doc_id: str, content_hash: str) -> Where:
     return Where(must=(Match("doc_id", (doc_id,)), Match("content_hash", (content_hash,))))
 
 
+def docs_where(doc_ids: Sequence[str]) -> Where:
+    return Where(must=(Match("doc_id", tuple(doc_ids)),))
+
+
 def heads_where(doc_ids: Sequence[str]) -> Where:
     """First chunks of these documents. The ingester writes chunk 0 first and point ids are
     per (document, chunk index), so chunk 0 always carries the newest version's hash and count."""
