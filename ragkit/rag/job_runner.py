@@ -12,6 +12,10 @@ cancel takes effect (no document is left half written). What may happen to a bat
   counting, so an outage pauses the job instead of failing every remaining document. A document
   that still fails after ``max_attempts`` tries with the breaker closed is recorded as failed;
 * the collection is gone, or its embedder is not the service's: the job fails, with the reason.
+
+With a queue (`RAGKIT_JOB_QUEUE=redis`), a batch's changed documents go to `ragkit worker`
+processes in parts, all queued at once so several workers share the job, and the vectors that
+come back are written here: the service stays the store's one writer.
 """
 
 from __future__ import annotations
