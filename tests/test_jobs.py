@@ -328,3 +328,22 @@ def test_ragkit_jobs_list_show_follow_and_cancel(run, stack: Stack, tmp_path: Pa
     unknown = run("jobs", "show", "nope")
     assert unknown.exit_code == 1 and "404" in unknown.output and "does not exist" in unknown.output
     assert "Traceback" not in followed.output + listed.output + unknown.output
+
+
+def test_the_bar_counts_rate_and_eta_from_the_start_of_the_work(capsys: pytest.CaptureFixture[str]) -> None:
+    """A job queued behind others shows that it waits, and its rate does not include the wait."""
+    from ragkit.cli.jobs import follow_with_bar
+
+    def status(state: str, done: int) -> dict[str, Any]:
+        return {"state": state, "documents": {"total": 4, "done": done}, "chunks": done, "waiting": None}
+
+    class Reports:  # what follow_jobs hands on from the service's events, in order
+        def follow_jobs(self, jobs: list, update: Any) -> list:  # noqa: ANN401
+            for report in (status("queued", 0), status("running", 2), status("done", 4)):
+                update(report["documents"]["done"], report["chunks"], report)
+            return [report]
+
+    finals = follow_with_bar(Reports(), [status("queued", 0)], "job")
+    shown = capsys.readouterr().err.replace("\r", "\n")
+    assert finals[-1]["state"] == "done"
+    assert "queued behind other jobs" in shown and "4/4" in shown and "4 chunks" in shown

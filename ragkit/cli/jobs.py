@@ -19,8 +19,16 @@ def follow_with_bar(client: Any, jobs: Sequence[dict[str, Any]], description: st
 
     total = sum(job["documents"]["total"] for job in jobs)
     with tqdm(total=total, unit="doc", desc=description, mininterval=0.5) as bar:
+        running = False
 
         def update(done: int, chunks: int, status: dict[str, Any]) -> None:
+            nonlocal running
+            if status["state"] == "queued":  # behind other jobs: no rate or ETA to speak of yet
+                bar.set_postfix_str("queued behind other jobs")
+                return
+            if not running:  # the rate and ETA count from the start of the work, not of the wait
+                running = True
+                bar.reset(total=total)
             bar.n = done
             bar.set_postfix_str(_postfix(chunks, status), refresh=False)
             bar.refresh()
