@@ -16,7 +16,7 @@ from typing import Any
 
 from ragkit.core.batches import PreparedDocument
 from ragkit.core.errors import DependencyUnavailable, EmbedderMismatch, InvalidInput, RagkitError
-from ragkit.core.types import Chunk, CollectionSpec, Document, SparseVector, document_to_dict
+from ragkit.core.types import Chunk, CollectionSpec, Document, SparseVector, document_from_dict, document_to_dict
 
 QUEUE_NAME = "ragkit:ingest"
 TASK = "ingest_batch"
@@ -28,16 +28,6 @@ def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
 
 def spec_from_dict(raw: Mapping[str, Any]) -> CollectionSpec:
     return CollectionSpec(**raw)
-
-
-def document_from_dict(raw: Mapping[str, Any]) -> Document:
-    return Document(
-        id=raw["id"],
-        text=raw["text"],
-        title=raw.get("title", ""),
-        metadata=raw.get("metadata", {}),
-        page_starts=tuple(raw.get("page_starts", ())),
-    )
 
 
 def prepared_to_dict(item: PreparedDocument) -> dict[str, Any]:

@@ -58,6 +58,17 @@ def document_to_dict(doc: Document) -> dict[str, Any]:
     return body
 
 
+def document_from_dict(raw: Mapping[str, Any]) -> Document:
+    """The inverse of `document_to_dict` (a document kept by a job, or sent to a worker)."""
+    return Document(
+        id=raw["id"],
+        text=raw["text"],
+        title=raw.get("title", ""),
+        metadata=raw.get("metadata", {}),
+        page_starts=tuple(raw.get("page_starts", ())),
+    )
+
+
 @dataclass(frozen=True)
 class Chunk:
     doc_id: str

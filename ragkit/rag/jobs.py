@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ragkit.core.errors import JobFinished, JobNotFound
-from ragkit.core.types import Document, document_to_dict
+from ragkit.core.types import Document, document_from_dict, document_to_dict
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 JOB_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -115,17 +115,6 @@ def _iso(stamp: float | None) -> str | None:
     if stamp is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(stamp)) + f".{int(stamp % 1 * 1000):03d}Z"
-
-
-def _document_from(body: str) -> Document:
-    raw = json.loads(body)
-    return Document(
-        id=raw["id"],
-        text=raw["text"],
-        title=raw.get("title", ""),
-        metadata=raw.get("metadata", {}),
-        page_starts=tuple(raw.get("page_starts", ())),
-    )
 
 
 class JobJournal:
@@ -243,7 +232,7 @@ class JobJournal:
                 "SELECT seq, body FROM job_documents WHERE job_id = ? AND state = ? ORDER BY seq LIMIT ?",
                 (job_id, PENDING, limit),
             ).fetchall()
-        return [(seq, _document_from(body)) for seq, body in rows]
+        return [(seq, document_from_dict(json.loads(body))) for seq, body in rows]
 
     def record(self, job_id: str, outcomes: Sequence[Outcome], chunks: int, rates: tuple[float, float]) -> None:
         """Outcomes of a batch, its chunks written and the job's current rates, in one transaction."""
