@@ -205,12 +205,18 @@ class JobRunner:
         changed, unchanged = await self._collections.changed(spec.name, [doc for _, doc in batch])
         outcomes = [Outcome(seq_of[doc_id], SKIPPED) for doc_id in unchanged]
         parts = [changed[i : i + WORKER_BATCH] for i in range(0, len(changed), WORKER_BATCH)]
-        results = await asyncio.gather(*(self._prepared_by_a_worker(job_id, spec, part) for part in parts))
+        pending = [asyncio.ensure_future(self._prepared_by_a_worker(job_id, spec, part)) for part in parts]
         written = 0
-        for prepared in results:
-            report = await self._collections.write_prepared(spec.name, prepared)
-            outcomes += [Outcome(seq_of[item.document.id], INGESTED) for item in prepared]
-            written += report.chunks
+        try:
+            # Each part is written as soon as its vectors are back, while the workers embed the rest.
+            for next_done in asyncio.as_completed(pending):
+                prepared = await next_done
+                report = await self._collections.write_prepared(spec.name, prepared)
+                outcomes += [Outcome(seq_of[item.document.id], INGESTED) for item in prepared]
+                written += report.chunks
+        finally:
+            for task in pending:
+                task.cancel()
         return sorted(outcomes, key=lambda o: o.seq), written
 
     async def _prepared_by_a_worker(
