@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ragkit.adapters.job_queue import QUEUE_NAME, TASK, mismatch_to_dict, prepared_to_dict, spec_from_dict
+from ragkit.adapters.job_queue import QUEUE_NAME, TASK, mismatch_to_dict, prepared_to_dict
+from ragkit.adapters.stores.common import spec_from_dict
 from ragkit.core.config import Settings
 from ragkit.core.errors import ConfigurationError, EmbedderMismatch, RagkitError
 from ragkit.core.types import document_from_dict

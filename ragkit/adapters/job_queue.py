@@ -14,20 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from ragkit.adapters.stores.common import spec_to_dict
 from ragkit.core.batches import PreparedDocument
 from ragkit.core.errors import DependencyUnavailable, EmbedderMismatch, InvalidInput, RagkitError
 from ragkit.core.types import Chunk, CollectionSpec, Document, SparseVector, document_from_dict, document_to_dict
 
 QUEUE_NAME = "ragkit:ingest"
 TASK = "ingest_batch"
-
-
-def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
-    return {**asdict(spec), "indexed_fields": dict(spec.indexed_fields)}
-
-
-def spec_from_dict(raw: Mapping[str, Any]) -> CollectionSpec:
-    return CollectionSpec(**raw)
 
 
 def prepared_to_dict(item: PreparedDocument) -> dict[str, Any]:

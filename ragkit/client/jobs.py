@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 from ragkit.core.config import DEFAULT_MAX_REQUEST_BYTES
 
-FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
 # What one job's request may hold: under the service's default limits (2000 documents, 32 MiB).
 JOB_DOCUMENTS = 1000
 JOB_BYTES = DEFAULT_MAX_REQUEST_BYTES // 2

@@ -209,12 +209,7 @@ class Ingestor:
             count = len(item.chunks)
             entries = [(item.document, digest, count, chunk) for chunk in item.chunks]
             await self._store.upsert(spec.name, _points(spec, entries, item.dense, item.sparse, now))
-            await self._store.delete_stale(spec.name, item.document.id, digest, count)
-            report.ingested += 1
-            report.chunks += count
-            report.document_ids.append(item.document.id)
-            self._metrics.ingested_documents.labels(spec.name, "ingested").inc()
-            self._metrics.ingested_chunks.labels(spec.name).inc(count)
+            await self._finish_document(spec, item.document, digest, count, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -240,15 +235,21 @@ class Ingestor:
         for start in range(0, len(entries), self._batch_chunks):
             await self._write_slice(spec, entries[start : start + self._batch_chunks], encoder, now)
         for doc, digest, chunks in batch:
-            await self._store.delete_stale(spec.name, doc.id, digest, len(chunks))
-            report.ingested += 1
-            report.chunks += len(chunks)
-            report.document_ids.append(doc.id)
-            self._metrics.ingested_documents.labels(spec.name, "ingested").inc()
-            self._metrics.ingested_chunks.labels(spec.name).inc(len(chunks))
+            await self._finish_document(spec, doc, digest, len(chunks), report)
         if progress:
             progress(len(batch))
         return spec
+
+    async def _finish_document(
+        self, spec: CollectionSpec, doc: Document, digest: str, count: int, report: IngestReport
+    ) -> None:
+        """After a document's new chunks are written: its stale ones go, and it is counted."""
+        await self._store.delete_stale(spec.name, doc.id, digest, count)
+        report.ingested += 1
+        report.chunks += count
+        report.document_ids.append(doc.id)
+        self._metrics.ingested_documents.labels(spec.name, "ingested").inc()
+        self._metrics.ingested_chunks.labels(spec.name).inc(count)
 
     async def _write_slice(
         self,

@@ -113,8 +113,9 @@ class JobRunner:
             self.changed.notify_all()
 
     async def _count_jobs(self) -> None:
+        counts = await asyncio.to_thread(self.journal.counts)
         for state in (QUEUED, RUNNING):
-            self._metrics.jobs.labels(state).set(await asyncio.to_thread(self.journal.count, state))
+            self._metrics.jobs.labels(state).set(counts.get(state, 0))
 
     async def close(self) -> None:
         self.journal.close()
@@ -150,8 +151,7 @@ class JobRunner:
         group = self._batch_documents if self._queue is None else WORKER_BATCH * WORKER_BATCHES_IN_FLIGHT
         attempts, batch_size = 0, group
         while True:
-            current = await asyncio.to_thread(self.journal.get, job.id)
-            if current.cancel_requested:
+            if await asyncio.to_thread(self.journal.cancel_requested, job.id):
                 return await self._finish(job, CANCELLED)
             batch = await asyncio.to_thread(self.journal.pending, job.id, batch_size)
             if not batch:
@@ -248,7 +248,7 @@ class JobRunner:
                 done, _ = await asyncio.wait({result}, timeout=WORKER_SILENCE_S)
                 if done:
                     return result.result()
-                if (await asyncio.to_thread(self.journal.get, job_id)).cancel_requested:
+                if await asyncio.to_thread(self.journal.cancel_requested, job_id):
                     raise _Cancelled
                 await asyncio.to_thread(self.journal.wait_for, job_id, NO_WORKER)
                 await self._changed()

@@ -209,9 +209,16 @@ class JobJournal:
             ).fetchone()
             return None if row is None else self._job(row)
 
-    def count(self, state: str) -> int:
+    def counts(self) -> dict[str, int]:
+        """Jobs by state (states without any are left out)."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE state = ?", (state,)).fetchone()[0]
+            return dict(self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall())
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Asked between batches: one column, not the whole status with its counts."""
+        with self._lock:
+            row = self._db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
 
     def start(self, job_id: str) -> bool:
         """False when the job was cancelled (or finished) since it was picked."""
@@ -252,13 +259,17 @@ class JobJournal:
             db.execute("UPDATE jobs SET waiting = ?, updated_at = ? WHERE id = ?", (reason, self._clock(), job_id))
 
     def finish(self, job_id: str, state: str, error: str | None = None) -> None:
-        now = self._clock()
         with self._transaction() as db:
-            db.execute(
-                "UPDATE jobs SET state = ?, error = ?, waiting = '', finished_at = ?, updated_at = ? WHERE id = ?",
-                (state, error, now, now, job_id),
-            )
-            db.execute("UPDATE job_documents SET body = NULL WHERE job_id = ?", (job_id,))
+            self._end(db, job_id, state, error)
+
+    def _end(self, db: sqlite3.Connection, job_id: str, state: str, error: str | None) -> None:
+        """A job's last state; its documents' texts are dropped (their outcomes stay)."""
+        now = self._clock()
+        db.execute(
+            "UPDATE jobs SET state = ?, error = ?, waiting = '', finished_at = ?, updated_at = ? WHERE id = ?",
+            (state, error, now, now, job_id),
+        )
+        db.execute("UPDATE job_documents SET body = NULL WHERE job_id = ?", (job_id,))
 
     def request_cancel(self, job_id: str) -> Job:
         """A queued job is cancelled at once; a running one when its current batch is written
@@ -269,11 +280,7 @@ class JobJournal:
             if job.finished:
                 raise JobFinished(job_id, job.state)
             if job.state == QUEUED:
-                db.execute(
-                    "UPDATE jobs SET state = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-                    (CANCELLED, now, now, job_id),
-                )
-                db.execute("UPDATE job_documents SET body = NULL WHERE job_id = ?", (job_id,))
+                self._end(db, job_id, CANCELLED, None)
             else:
                 db.execute("UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, job_id))
         return self.get(job_id)
