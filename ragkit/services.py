@@ -4,12 +4,15 @@ behind its circuit breaker (`ragkit.adapters.guarded`)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ragkit.adapters.breakers import CACHE, BreakerBoard
 from ragkit.adapters.cache import FallbackCache, MemoryCache, RedisCache
 from ragkit.adapters.guarded import GuardedCondenser, GuardedEmbedder, GuardedGenerator, GuardedStore
+from ragkit.adapters.host_pool import PooledCondenser, PooledEmbedder, PooledGenerator
 from ragkit.adapters.job_queue import ArqBatchQueue
 from ragkit.core.batches import BatchQueue
 from ragkit.core.config import Settings
@@ -103,7 +106,23 @@ def _openai_setting(value: str | None, variable: str, kind: str) -> str:
     return value
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def _each_ollama_host(
+    settings: Settings,
+    build: Callable[[str], Any],
+    pooled: Callable[[list[Any], BreakerBoard], Any],
+    breakers: BreakerBoard | None,
+) -> Any:
+    """One adapter for the one Ollama host, or a pool of one per host when OLLAMA_HOST lists several."""
+    hosts = settings.ollama_urls
+    if len(hosts) == 1:
+        return build(hosts[0])
+    board = breakers or BreakerBoard(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s)
+    return pooled([build(host) for host in hosts], board)
+
+
+def build_embedder(settings: Settings, breakers: BreakerBoard | None = None) -> Embedder:
+    """The configured embedder; ``breakers`` holds the per-host breakers of several Ollama hosts
+    (a worker, which reports no health, gets a board of its own)."""
     if settings.embedder_kind == "openai":
         from ragkit.adapters.embedders.openai import OpenAIEmbedder
 
@@ -117,11 +136,16 @@ def build_embedder(settings: Settings) -> Embedder:
     if settings.embedder_kind == "ollama":
         from ragkit.adapters.embedders.ollama import OllamaEmbedder
 
-        return OllamaEmbedder(
-            host=settings.ollama_url,
-            model=settings.ollama_embed_model,
-            timeout_s=settings.ollama_timeout_s,
-            batch_size=settings.embed_batch_size,
+        return _each_ollama_host(
+            settings,
+            lambda host: OllamaEmbedder(
+                host=host,
+                model=settings.ollama_embed_model,
+                timeout_s=settings.ollama_timeout_s,
+                batch_size=settings.embed_batch_size,
+            ),
+            PooledEmbedder,
+            breakers,
         )
     if settings.local_backend == "torch":
         from ragkit.adapters.embedders.local import LocalEmbedder
@@ -134,7 +158,7 @@ def build_embedder(settings: Settings) -> Embedder:
     )
 
 
-def _build_generator(settings: Settings) -> Generator:
+def _build_generator(settings: Settings, breakers: BreakerBoard) -> Generator:
     if settings.generator_kind == "openai":
         from ragkit.adapters.generators.openai import OpenAIGenerator
 
@@ -147,17 +171,20 @@ def _build_generator(settings: Settings) -> Generator:
     if settings.generator_kind == "ollama":
         from ragkit.adapters.generators.ollama import OllamaGenerator
 
-        return OllamaGenerator(
-            host=settings.ollama_url,
-            model=settings.ollama_chat_model,
-            timeout_s=settings.ollama_timeout_s,
+        return _each_ollama_host(
+            settings,
+            lambda host: OllamaGenerator(
+                host=host, model=settings.ollama_chat_model, timeout_s=settings.ollama_timeout_s
+            ),
+            PooledGenerator,
+            breakers,
         )
     from ragkit.adapters.generators.extractive import ExtractiveGenerator
 
     return ExtractiveGenerator()
 
 
-def _build_condenser(settings: Settings) -> Condenser | None:
+def _build_condenser(settings: Settings, breakers: BreakerBoard) -> Condenser | None:
     """The LLM generator's model, asked to condense follow-ups under its own short timeout."""
     if settings.generator_kind == "openai":
         from ragkit.adapters.generators.openai import OpenAICondenser
@@ -171,8 +198,13 @@ def _build_condenser(settings: Settings) -> Condenser | None:
     if settings.generator_kind == "ollama":
         from ragkit.adapters.generators.ollama import OllamaCondenser
 
-        return OllamaCondenser(
-            host=settings.ollama_url, model=settings.ollama_chat_model, timeout_s=settings.condense_timeout_s
+        return _each_ollama_host(
+            settings,
+            lambda host: OllamaCondenser(
+                host=host, model=settings.ollama_chat_model, timeout_s=settings.condense_timeout_s
+            ),
+            PooledCondenser,
+            breakers,
         )
     return None  # extractive: follow-ups are rewritten deterministically, as ever
 
@@ -184,8 +216,8 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     metrics = Metrics()
     breakers = BreakerBoard(fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s, metrics=metrics)
     store = GuardedStore(_build_store(settings), breakers, metrics, timeout_s=settings.qdrant_timeout_s)
-    guarded_embedder = GuardedEmbedder(embedder or build_embedder(settings), breakers)
-    backend_generator = _build_generator(settings)
+    guarded_embedder = GuardedEmbedder(embedder or build_embedder(settings, breakers), breakers)
+    backend_generator = _build_generator(settings, breakers)
     # The extractive answerer scores sentences by meaning with the collections' own embedder.
     extractive = GuardedGenerator(ExtractiveGenerator(embedder=guarded_embedder), breakers)
     if isinstance(backend_generator, ExtractiveGenerator):
@@ -196,7 +228,7 @@ def build_services(settings: Settings, *, embedder: Embedder | None = None) -> S
     if settings.redis_url:
         cache = FallbackCache(RedisCache(settings.redis_url, settings.redis_timeout_s), breakers[CACHE])
     activity = ReadActivity()  # the pipeline's searches, which the optimizer waits out
-    backend_condenser = _build_condenser(settings)
+    backend_condenser = _build_condenser(settings, breakers)
     condenser = GuardedCondenser(backend_condenser, breakers) if backend_condenser is not None else None
     pipeline = Pipeline(
         store=store,

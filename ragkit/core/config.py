@@ -140,9 +140,11 @@ class Settings(BaseSettings):
         return [Path(part.strip()).expanduser().resolve() for part in self.ingest_roots.split(",") if part.strip()]
 
     @property
-    def ollama_url(self) -> str:
-        """Where Ollama is asked: OLLAMA_HOST, else Ollama's own default address."""
-        return self.ollama_host or "http://127.0.0.1:11434"
+    def ollama_urls(self) -> list[str]:
+        """Where Ollama is asked: the hosts OLLAMA_HOST lists (comma-separated), else Ollama's own
+        default address."""
+        hosts = [part.strip().rstrip("/") for part in (self.ollama_host or "").replace(",", " ").split()]
+        return list(dict.fromkeys(host for host in hosts if host)) or ["http://127.0.0.1:11434"]
 
     @property
     def openai_key(self) -> str | None:

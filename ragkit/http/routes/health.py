@@ -126,22 +126,28 @@ def _dependencies(services: Services, checks: dict[str, CheckResult]) -> dict[st
             return "ok"
         return {"closed": "ok", "half_open": "recovering", "open": "failing"}[states[breaker]]
 
-    def entry(role: str, backend: str, breaker: str | None) -> dict[str, Any]:
+    def entry(role: str, backend: str, breaker: str | None, adapter: object = None) -> dict[str, Any]:
         check = checks[role]
-        return {
+        described = {
             "backend": backend,
             "status": status(role, breaker),
             "error": check.error,
             "last_check": asdict(check),
         }
+        hosts = getattr(adapter, "hosts", None)  # several Ollama hosts: each one's breaker and check
+        if hosts is not None:
+            described["hosts"] = hosts()
+        return described
 
     cache_status = "ok"
     if getattr(services.cache, "degraded", False):
         cache_status = "failing (using the in-process cache)"
     return {
         "store": entry("store", services.store.name, None),
-        "embedder": entry("embedder", services.embedder.name, services.embedder.breaker_name),
-        "generator": entry("generator", services.generator.name, services.generator.breaker_name),
+        "embedder": entry("embedder", services.embedder.name, services.embedder.breaker_name, services.embedder),
+        "generator": entry(
+            "generator", services.generator.name, services.generator.breaker_name, services.generator
+        ),
         "cache": {"backend": services.cache.name, "status": cache_status},
     }
 
