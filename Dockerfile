@@ -9,7 +9,11 @@ COPY samples ./samples
 COPY app.py ./
 COPY app_pages ./app_pages
 COPY .streamlit ./.streamlit
-RUN pip install --no-cache-dir --no-deps .
+# The notebooks, which ragkit/workbench/notebooks/ links to (package data). Installed in place, so
+# that paths relative to the checkout (the notebooks' samples/docs) resolve under /app from any
+# working directory, a notebook's kernel included.
+COPY notebooks ./notebooks
+RUN pip install --no-cache-dir --no-deps -e .
 VOLUME /data
 EXPOSE 8000
 HEALTHCHECK CMD python -c "import httpx,sys; sys.exit(httpx.get('http://127.0.0.1:8000/health/live').status_code != 200)"
