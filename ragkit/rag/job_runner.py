@@ -86,6 +86,7 @@ class JobRunner:
         self._queue = queue
         self._queued: Counter[str] = Counter()  # times each batch was queued for workers
         self._wake = asyncio.Event()  # a job was submitted or cancelled
+        self._lost: set[str] = set()  # jobs another process took over from this one
         self.changed = asyncio.Condition()  # notified after every recorded change (for followers)
 
     # -- what the routes call -----------------------------------------------------------------
@@ -133,13 +134,30 @@ class JobRunner:
             job = await asyncio.to_thread(self.journal.next_job)
             if job is None:
                 await self._count_jobs()
-                await self._wake.wait()
+                # Woken by a job submitted here, or after a while to take over what another
+                # process sharing the journal left behind when it died.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.journal.lease_s / 2)
+                if not self._wake.is_set():
+                    await asyncio.to_thread(self.journal.requeue_interrupted)
                 continue
+            lease = asyncio.create_task(self._hold(job.id))
             try:
                 await self._run(job)
             except Exception as exc:  # a bug must not stall every later job behind this one
                 log.exception("job %s broke off", job.id)
                 await self._finish(job, FAILED, f"internal error ({type(exc).__name__}); see the service log")
+            finally:
+                lease.cancel()
+
+    async def _hold(self, job_id: str) -> None:
+        """Renew this process's lease on the job it runs, so no other process takes it over."""
+        while True:
+            await asyncio.sleep(self.journal.lease_s / 3)
+            if not await asyncio.to_thread(self.journal.renew, job_id):
+                log.warning("job %s was taken over by another process (its lease ran out)", job_id)
+                self._lost.add(job_id)  # stopped at the end of its batch: the new owner goes on
+                return
 
     async def _run(self, job: Job) -> None:
         if job.started_at is None:
@@ -151,6 +169,8 @@ class JobRunner:
         group = self._batch_documents if self._queue is None else WORKER_BATCH * WORKER_BATCHES_IN_FLIGHT
         attempts, batch_size = 0, group
         while True:
+            if job.id in self._lost:
+                return
             if await asyncio.to_thread(self.journal.cancel_requested, job.id):
                 return await self._finish(job, CANCELLED)
             batch = await asyncio.to_thread(self.journal.pending, job.id, batch_size)

@@ -3,6 +3,11 @@ its outcome. It is the job's memory across restarts: a service killed mid-job fi
 still `running`, puts it back in the queue and goes on from its first pending document (what it
 had written but not yet recorded is skipped by its content hash). No server is needed.
 
+Several service processes may share one journal (`ragkit serve --workers N`, with a Qdrant
+server): each job is claimed by one of them, which holds it with a lease it renews while it runs
+(`LEASE_S`). A job whose owner died is taken again: at once when the owner was a process on this
+machine that no longer exists, else when its lease runs out.
+
 Documents are stored as submitted until their job ends, so nothing is lost between the 202 and
 the ingestion; a finished job's texts are dropped and only its outcomes are kept.
 """
@@ -10,6 +15,8 @@ the ingestion; a finished job's texts are dropped and only its outcomes are kept
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -29,6 +36,8 @@ FINISHED = frozenset({DONE, FAILED, CANCELLED})
 # A document's outcome in its job.
 PENDING, INGESTED, SKIPPED, DOCUMENT_FAILED = "pending", "ingested", "skipped", "failed"
 ERRORS_SHOWN = 100  # per-document errors a job's status lists (all are counted)
+# How long a claimed job stays its owner's without a renewal (the runner renews it every third).
+LEASE_S = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL, started_at REAL, finished_at REAL, updated_at REAL NOT NULL,
     chunks INTEGER NOT NULL DEFAULT 0, error TEXT, waiting TEXT NOT NULL DEFAULT '',
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    documents_per_s REAL NOT NULL DEFAULT 0, chunks_per_s REAL NOT NULL DEFAULT 0
+    documents_per_s REAL NOT NULL DEFAULT 0, chunks_per_s REAL NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '', lease_until REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS job_documents (
     job_id TEXT NOT NULL REFERENCES jobs(id), seq INTEGER NOT NULL, doc_id TEXT NOT NULL,
@@ -45,6 +55,34 @@ CREATE TABLE IF NOT EXISTS job_documents (
 CREATE INDEX IF NOT EXISTS job_documents_state ON job_documents (job_id, state, seq);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at);
 """
+# Added after the first journals were written; such a journal gets them at open.
+LATER_COLUMNS = {"owner": "TEXT NOT NULL DEFAULT ''", "lease_until": "REAL NOT NULL DEFAULT 0"}
+JOB_COLUMNS = (
+    "id, collection, state, created_at, started_at, finished_at, updated_at, chunks, error, waiting,"
+    " cancel_requested, documents_per_s, chunks_per_s"
+)
+
+
+def process_owner() -> str:
+    """This process, as a job's owner: its machine and process id (and a nonce: pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """True when the owner was a process on this machine that no longer runs (or is unknown)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if not owner or not pid.isdigit():
+        return True
+    if host != socket.gethostname():
+        return False  # another machine's: only its lease tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, under another user
+    return False
 
 
 @dataclass(frozen=True)
@@ -121,14 +159,28 @@ class JobJournal:
     """The jobs of one service. Thread-safe; each call is one short transaction (call it from a
     worker thread in async code)."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        *,
+        owner: str | None = None,
+        lease_s: float = LEASE_S,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
+        self.owner = owner or process_owner()
+        self.lease_s = lease_s
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # durable at each checkpoint; survives a killed process
         self._db.executescript(SCHEMA)
+        with self._transaction() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, definition in LATER_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -166,14 +218,14 @@ class JobJournal:
 
     def get(self, job_id: str) -> Job:
         with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
             return self._job(row)
 
     def list(self, collection: str | None = None, limit: int = 50) -> list[Job]:
         """The newest jobs first."""
-        query, args = "SELECT * FROM jobs", ()
+        query, args = f"SELECT {JOB_COLUMNS} FROM jobs", ()
         if collection is not None:
             query, args = query + " WHERE collection = ?", (collection,)
         with self._lock:
@@ -196,18 +248,51 @@ class JobJournal:
 
     # -- the runner's side --------------------------------------------------------------------
     def requeue_interrupted(self) -> int:
-        """Jobs left `running` by a process that died go back to the queue (at start-up)."""
+        """Jobs left `running` by a process that died go back to the queue (at start-up, and
+        whenever the runner is idle): a process of this machine that no longer exists, at once;
+        any other owner once its lease has run out."""
+        now = self._clock()
         with self._transaction() as db:
-            return db.execute("UPDATE jobs SET state = ?, waiting = '' WHERE state = ?", (QUEUED, RUNNING)).rowcount
+            running = db.execute("SELECT id, owner, lease_until FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
+            orphans = [
+                (job_id,)
+                for job_id, owner, lease_until in running
+                if owner != self.owner and (lease_until < now or _owner_is_gone(owner))
+            ]
+            db.executemany(
+                "UPDATE jobs SET state = ?, waiting = '', owner = '', lease_until = 0 WHERE id = ?",
+                [(QUEUED, *orphan) for orphan in orphans],
+            )
+        return len(orphans)
 
     def next_job(self) -> Job | None:
-        """The oldest job that is running (resumed first) or queued."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY state = ? DESC, created_at LIMIT 1",
-                (RUNNING, QUEUED, RUNNING),
+        """Claim the oldest job of this process's that is running (resumed first), else the oldest
+        queued one nobody holds; None when there is none."""
+        now = self._clock()
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT id FROM jobs WHERE (state = ? AND owner = ?)"
+                " OR (state = ? AND (owner IN ('', ?) OR lease_until < ?))"
+                " ORDER BY state = ? DESC, created_at LIMIT 1",
+                (RUNNING, self.owner, QUEUED, self.owner, now, RUNNING),
             ).fetchone()
-            return None if row is None else self._job(row)
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET owner = ?, lease_until = ? WHERE id = ?", (self.owner, now + self.lease_s, row[0])
+            )
+        return self.get(row[0])
+
+    def renew(self, job_id: str) -> bool:
+        """Extend this process's lease on a job; False when the job is no longer its own."""
+        with self._transaction() as db:
+            return (
+                db.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE id = ? AND owner = ?",
+                    (self._clock() + self.lease_s, job_id, self.owner),
+                ).rowcount
+                == 1
+            )
 
     def counts(self) -> dict[str, int]:
         """Jobs by state (states without any are left out)."""
@@ -221,14 +306,14 @@ class JobJournal:
         return bool(row and row[0])
 
     def start(self, job_id: str) -> bool:
-        """False when the job was cancelled (or finished) since it was picked."""
+        """False when the job was cancelled (or finished, or claimed by another) since it was picked."""
         now = self._clock()
         with self._transaction() as db:
             return (
                 db.execute(
                     "UPDATE jobs SET state = ?, started_at = COALESCE(started_at, ?), updated_at = ?"
-                    " WHERE id = ? AND state IN (?, ?)",
-                    (RUNNING, now, now, job_id, QUEUED, RUNNING),
+                    " WHERE id = ? AND owner = ? AND state IN (?, ?)",
+                    (RUNNING, now, now, job_id, self.owner, QUEUED, RUNNING),
                 ).rowcount
                 == 1
             )
