@@ -269,6 +269,7 @@ def test_create_existing_collection_is_a_conflict(store: VectorStore) -> None:
         lambda s: s.delete_document("missing", "doc"),
         lambda s: s.delete_stale("missing", "doc", "hash", 1),
         lambda s: s.list_documents("missing"),
+        lambda s: s.scroll_points("missing", None, 10),
         lambda s: s.search("missing", mode="dense", dense=unit_vector("q"), sparse=None, top_k=3),
         lambda s: s.optimize("missing"),
     ],
@@ -429,6 +430,68 @@ def test_a_listed_page_counts_each_documents_current_version(store: VectorStore,
     assert all((d.chunk_count, d.present) == (2, 2) for doc_id, d in listed.items() if doc_id != "d0007")
     cut = listed["d0007"]
     assert (cut.content_hash, cut.chunk_count, cut.present) == (rewrite[0].payload["content_hash"], 3, 1)
+
+
+# --------------------------------------------------------------------------- pages of points (exports)
+
+
+def _all_points(store: VectorStore, name: str, limit: int) -> list[Point]:
+    points: list[Point] = []
+    offset: str | None = None
+    while True:
+        page, offset = store.scroll_points(name, offset, limit)
+        assert len(page) <= limit
+        points += page
+        if offset is None:
+            return points
+
+
+def test_scroll_points_gives_back_every_point_whole_in_id_order(store: VectorStore, bm25: Bm25Encoder) -> None:
+    store.create_collection(spec())
+    written = {
+        p.id: p
+        for doc_id, doc in CORPUS.items()
+        for p in make_points("docs", doc_id, doc["chunks"], bm25=bm25, title=doc["title"], metadata=doc["metadata"])
+    }
+    store.upsert("docs", list(written.values()))
+    read = _all_points(store, "docs", 3)
+    assert [p.id for p in read] == sorted(written), "every point once, ids exact, in id order"
+    for point in read:
+        original = written[point.id]
+        assert dict(point.payload) == dict(original.payload)
+        assert point.sparse.indices == original.sparse.indices
+        assert point.sparse.values == pytest.approx(original.sparse.values, rel=1e-6)
+        assert point.dense == pytest.approx(original.dense, abs=1e-6)  # unit vectors: stored as given
+    assert store.scroll_points("docs", None, 1000)[1] is None, "one page when it holds them all"
+
+
+def test_scrolled_points_written_elsewhere_search_the_same(
+    corpus_store: VectorStore, bm25: Bm25Encoder, embed: Callable
+) -> None:
+    corpus_store.create_collection(spec("copy"))
+    corpus_store.upsert("copy", _all_points(corpus_store, "docs", 4))
+    for query, _ in QUERIES:
+        for mode in ("dense", "sparse", "hybrid"):
+            searches = [
+                corpus_store.search(name, mode=mode, top_k=5, **query_vectors(query, bm25, embed))
+                for name in ("docs", "copy")
+            ]
+            assert [h.id for h in searches[0]] == [h.id for h in searches[1]], (query, mode)
+            assert [h.score for h in searches[0]] == pytest.approx([h.score for h in searches[1]], abs=1e-5)
+
+
+def test_a_point_without_terms_scrolls_with_an_empty_sparse_vector(store: VectorStore, bm25: Bm25Encoder) -> None:
+    store.create_collection(spec())
+    store.upsert("docs", make_points("docs", "stopwords", ["the and of", "real words here"], bm25=bm25))
+    sparse = {p.payload["chunk_index"]: p.sparse for p in _all_points(store, "docs", 10)}
+    assert sparse[0] == SparseVector((), ()) and sparse[1].indices
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1001])
+def test_a_page_of_points_is_bounded(store: VectorStore, limit: int) -> None:
+    store.create_collection(spec())
+    with pytest.raises(InvalidInput, match="1-1000"):
+        store.scroll_points("docs", None, limit)
 
 
 # --------------------------------------------------------------------------- search

@@ -144,6 +144,9 @@ class GuardedStore:
     async def upsert(self, name: str, points: Sequence[Point]) -> None:
         await self._call(STORE_WRITE, "upsert", self.backend.upsert, name, points)
 
+    async def scroll_points(self, name: str, offset: str | None, limit: int) -> tuple[list[Point], str | None]:
+        return await self._call(STORE_READ, "scroll_points", self.backend.scroll_points, name, offset, limit)
+
     async def document_state(self, name: str, doc_id: str) -> DocumentState | None:
         return await self._call(STORE_READ, "document_state", self.backend.document_state, name, doc_id)
 

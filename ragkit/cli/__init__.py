@@ -13,6 +13,7 @@ from ragkit.cli.loadtest import loadtest
 from ragkit.cli.mcp import mcp
 from ragkit.cli.notebook import notebook
 from ragkit.cli.server import secret, serve, up
+from ragkit.cli.transfer import collections_export, collections_import
 from ragkit.cli.worker import worker
 
 
@@ -39,3 +40,5 @@ for command in (
     notebook,
 ):
     main.add_command(command)
+collections.add_command(collections_export)
+collections.add_command(collections_import)

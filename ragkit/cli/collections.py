@@ -1,4 +1,4 @@
-"""`ragkit collections`: list, show, create and delete collections."""
+"""`ragkit collections`: list, show, create and delete collections (export and import: `transfer.py`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ragkit.cli.common import client_from_environment, friendly_errors
 
 @click.group()
 def collections() -> None:
-    """List, show, create and delete collections.
+    """List, show, create, delete, export and import collections.
 
     Example: ragkit collections list
     """

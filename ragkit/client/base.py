@@ -19,6 +19,7 @@ from dotenv import dotenv_values
 
 from ragkit.client.ingestion import IngestionDriver
 from ragkit.client.jobs import JobRoutes
+from ragkit.client.transfer import TransferRoutes
 from ragkit.core.config import DEFAULT_API_URL
 from ragkit.core.errors import ServiceError, ServiceUnreachable
 from ragkit.core.types import DEFAULT_MODE, DEFAULT_TOP_K
@@ -56,7 +57,7 @@ def _question_body(
     return body
 
 
-class RagkitClient(IngestionDriver, JobRoutes):
+class RagkitClient(IngestionDriver, JobRoutes, TransferRoutes):
     def __init__(
         self,
         api_url: str | None = None,

@@ -106,8 +106,8 @@ class Conflict(CallerError):
 class CollectionExists(Conflict):
     code = "collection_exists"
 
-    def __init__(self, name: str) -> None:
-        super().__init__(f"collection '{name}' already exists", collection=name)
+    def __init__(self, name: str, hint: str = "") -> None:
+        super().__init__(f"collection '{name}' already exists{hint}", collection=name)
 
 
 class EmbedderMismatch(Conflict):

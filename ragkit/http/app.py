@@ -27,7 +27,7 @@ from ragkit.http.observe import Observe
 from ragkit.http.openapi import install_openapi
 from ragkit.http.ratelimit import RateLimitHeaders
 from ragkit.http.request_id import RequestId
-from ragkit.http.routes import collections, documents, feedback, health, jobs, mcp, openai_compat, rag
+from ragkit.http.routes import collections, documents, feedback, health, jobs, mcp, openai_compat, rag, transfer
 from ragkit.rag.ingest import learn_dimension
 from ragkit.services import Services, build_services
 
@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         app.include_router(module.router, prefix=API_PREFIX, tags=[module.TAG])
         app.include_router(module.router, prefix=DEPRECATED_PREFIX, tags=["deprecated"], deprecated=True)
     app.include_router(jobs.router, prefix=API_PREFIX, tags=[jobs.TAG])  # newer than the deprecated alias
+    app.include_router(transfer.router, prefix=API_PREFIX, tags=[transfer.TAG])  # so is this
     app.include_router(openai_compat.router, prefix=openai_compat.PREFIX, tags=[openai_compat.TAG])
     app.include_router(mcp.router, tags=[mcp.TAG])
     app.include_router(health.router)
@@ -123,7 +124,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         deprecated_prefix=DEPRECATED_PREFIX,
         successor_prefix=API_PREFIX,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    # An import's body is a whole collection: its route bounds each line instead (routes/transfer.py).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, streamed={API_PREFIX + transfer.IMPORT_PATH})
     app.add_middleware(RateLimitHeaders)  # the caller's quota (left by the gate) on every answer
     if cors_origins:  # outermost, so that errors (401, 413, 429) reach an allowed page readable
         app.add_middleware(StrictCORS, **cors_options(cors_origins))

@@ -1,20 +1,25 @@
 """ASGI middleware that refuses request bodies over the limit with 413, by the declared length or
-by counting the stream (a chunked upload declares none)."""
+by counting the stream (a chunked upload declares none).
+
+``streamed`` names the paths whose route reads its body as a stream and bounds it itself (a
+collection's import: a whole collection, bounded line by line); they are passed through uncounted."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
 
 class BodyLimit:
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, streamed: Collection[str] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = frozenset(streamed)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.streamed:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:

@@ -230,6 +230,13 @@ class CollectionDeleted(BaseModel):
     deleted: str
 
 
+class CollectionImported(BaseModel):
+    collection: str
+    points: int = Field(description="Points written, each with its id, vectors and payload as exported")
+    documents: int
+    replaced: bool = Field(description="Whether a collection of that name was dropped first (replace=true)")
+
+
 class DocumentIn(_Strict):
     id: NonBlank | None = Field(None, description="Stable id; defaults to a hash of the text")
     text: NonBlank

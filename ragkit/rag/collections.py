@@ -8,7 +8,7 @@ upload always reports per file.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -28,6 +28,7 @@ from ragkit.rag.chunking import validate_chunking
 from ragkit.rag.ingest import Ingestor, IngestReport, check_embedder, learn_dimension
 from ragkit.rag.loaders import load_bytes
 from ragkit.rag.optimizer import Optimizer
+from ragkit.rag.transfer import Importer, ImportReport, export_lines
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,20 @@ class Collections:
             text=join_chunks([c.text for c in chunks]),
             complete=len(chunks) >= state.present,
         )
+
+    async def export(self, name: str) -> AsyncIterator[bytes]:
+        """The collection as the lines of an export file, streamed (`ragkit.rag.transfer`); an unknown
+        collection raises here, before the first line."""
+        return await export_lines(self._store, name)
+
+    async def import_file(
+        self, chunks: AsyncIterator[bytes], *, name: str | None, replace: bool, max_line_bytes: int
+    ) -> ImportReport:
+        """A collection made from an export file read as a stream, under its own name or ``name``."""
+        importer = Importer(self._store, self._embedder)
+        report = await importer.run(chunks, name=name, replace=replace, max_line_bytes=max_line_bytes)
+        self._optimizer.schedule(report.collection)
+        return report
 
     async def delete_document(self, name: str, doc_id: str) -> int:
         return await self._store.delete_document(name, doc_id)

@@ -39,6 +39,7 @@ from ragkit.adapters.stores.filters import (
 )
 from ragkit.core.errors import DocumentNotFound, InvalidInput
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
+from ragkit.core.transfer import spec_from_dict, spec_to_dict  # noqa: F401 - the stores import them from here
 from ragkit.core.types import (
     MAX_UNINDEXED_CHECKS,
     Chunk,
@@ -114,16 +115,6 @@ def check_update(stored: CollectionSpec, new: CollectionSpec) -> CollectionSpec:
             collection=new.name,
         )
     return dataclasses.replace(new, created_at=new.created_at or stored.created_at)
-
-
-def spec_to_dict(spec: CollectionSpec) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
-
-
-def spec_from_dict(data: Mapping[str, Any]) -> CollectionSpec:
-    # Unknown keys are ignored so that a spec written by a newer ragkit still loads.
-    known = {f.name for f in dataclasses.fields(CollectionSpec)}
-    return CollectionSpec(**{k: v for k, v in data.items() if k in known})
 
 
 # --------------------------------------------------------------------------- points and results
@@ -274,6 +265,9 @@ class StoreBase(ABC):
     @abstractmethod
     def _query(self, name: str, plan: SearchPlan) -> list[Hit]: ...
 
+    @abstractmethod
+    def _scroll(self, name: str, offset: str | None, limit: int) -> tuple[list[Point], str | None]: ...
+
     def _indexed_paths(self, name: str) -> set[str]:
         """Payload paths with an index: the built-in and declared ones; a store adds those it finds
         (a collection made before indexes were declared has the ones its searches created)."""
@@ -331,6 +325,14 @@ class StoreBase(ABC):
                 raise DocumentNotFound(name, doc_id)
             self._delete(name, where)
         return removed
+
+    def scroll_points(self, name: str, offset: str | None, limit: int) -> tuple[list[Point], str | None]:
+        """Up to ``limit`` points in id order from ``offset`` (None: the first) with both vectors and their whole
+        payloads, and the next page's offset (None after the last): an export's pages, each a bounded call."""
+        validate_collection_name(name)
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"a page of points holds 1-{MAX_PAGE} of them, got {limit}")
+        return self._scroll(name, offset, limit)
 
     def list_documents(self, name: str, limit: int = 100, offset: int = 0) -> list[DocumentState]:
         """Documents sorted by id; ``offset``/``limit`` page over that order."""

@@ -61,7 +61,7 @@ from ragkit.core.errors import (
     RagkitError,
 )
 from ragkit.core.names import validate_collection_name
-from ragkit.core.types import CollectionSpec, Hit, Point
+from ragkit.core.types import CollectionSpec, Hit, Point, SparseVector
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,19 @@ class EdgeStore(StoreBase):
                 )
             )
         return [dict(r.payload or {}) for r in records]
+
+    def _scroll(self, name: str, offset: str | None, limit: int) -> tuple[list[Point], str | None]:
+        handle = self._handle(name)
+        with self._backend(name, handle):
+            request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
+            records, following = handle.shard.scroll(request)
+        points = []
+        for record in records:
+            vectors: Any = record.vector or {}
+            sparse = vectors.get(SPARSE_VECTOR)  # absent for a chunk without terms (stopwords only)
+            terms = SparseVector(tuple(sparse.indices), tuple(sparse.values)) if sparse else SparseVector((), ())
+            points.append(Point(str(record.id), list(vectors[DENSE_VECTOR]), terms, dict(record.payload or {})))
+        return points, None if following is None else str(following)
 
     def _delete(self, name: str, where: Where) -> None:
         handle = self._handle(name)

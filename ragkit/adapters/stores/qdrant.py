@@ -51,7 +51,7 @@ from ragkit.core.errors import (
     UpstreamRejected,
 )
 from ragkit.core.names import validate_collection_name
-from ragkit.core.types import CollectionSpec, Hit, Point
+from ragkit.core.types import CollectionSpec, Hit, Point, SparseVector
 
 try:  # only present when qdrant-client talks gRPC
     import grpc
@@ -311,6 +311,19 @@ class QdrantStore(StoreBase):
                 with_vectors=False,
             )
         return [dict(r.payload or {}) for r in records]
+
+    def _scroll(self, name: str, offset: str | None, limit: int) -> tuple[list[Point], str | None]:
+        with self._backend(name):
+            records, following = self._client.scroll(
+                name, offset=offset, limit=limit, with_payload=True, with_vectors=True
+            )
+        points = []
+        for record in records:
+            vectors: Any = record.vector or {}
+            sparse = vectors.get(SPARSE_VECTOR)  # absent for a chunk without terms (stopwords only)
+            terms = SparseVector(tuple(sparse.indices), tuple(sparse.values)) if sparse else SparseVector((), ())
+            points.append(Point(str(record.id), list(vectors[DENSE_VECTOR]), terms, dict(record.payload or {})))
+        return points, None if following is None else str(following)
 
     def _delete(self, name: str, where: Where) -> None:
         with self._backend(name):
