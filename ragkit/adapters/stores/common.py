@@ -37,6 +37,7 @@ from ragkit.adapters.stores.filters import (
     unindexed_fields,
     version_where,
 )
+from ragkit.adapters.stores.records import DENSE_VECTOR, SPARSE_VECTOR, chunk_from, state_from  # noqa: F401 - names the stores import from here
 from ragkit.core.errors import DocumentNotFound, InvalidInput
 from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.transfer import spec_from_dict, spec_to_dict  # noqa: F401 - the stores import them from here
@@ -54,8 +55,6 @@ from ragkit.core.types import (
 )
 
 DEPENDENCY = "qdrant"  # the name every DependencyError from a store carries, Edge included
-DENSE_VECTOR = "dense"
-SPARSE_VECTOR = "bm25"
 # Indexed in every collection: document operations filter on doc_id and content_hash, document
 # heads and stale chunks on chunk_index.
 BUILT_IN_INDEXES: dict[str, IndexKind] = {"doc_id": "keyword", "content_hash": "keyword", "chunk_index": "integer"}
@@ -146,47 +145,6 @@ def normalise_point(point: Point, dimension: int | None = None) -> tuple[str, li
     if len(point.sparse.indices) != len(point.sparse.values):
         raise InvalidInput(f"point {pid}: sparse vector has different numbers of indices and values")
     return pid, dense, point.sparse, payload
-
-
-def hit_from(point_id_: object, score: float, payload: Mapping[str, Any] | None) -> Hit:
-    payload = payload or {}
-    return Hit(
-        id=str(point_id_),
-        score=float(score),
-        text=payload.get("text", ""),
-        doc_id=payload.get("doc_id", ""),
-        chunk_index=int(payload.get("chunk_index", 0)),
-        metadata=payload.get("metadata") or {},
-        title=payload.get("title", ""),
-        page=payload.get("page"),
-        page_end=payload.get("page_end"),
-        section=payload.get("section", ""),
-    )
-
-
-def chunk_from(payload: Mapping[str, Any]) -> Chunk:
-    return Chunk(
-        doc_id=payload.get("doc_id", ""),
-        chunk_index=int(payload.get("chunk_index", 0)),
-        text=payload.get("text", ""),
-        title=payload.get("title", ""),
-        metadata=payload.get("metadata") or {},
-        page=payload.get("page"),
-        page_end=payload.get("page_end"),
-        section=payload.get("section", ""),
-    )
-
-
-def state_from(payload: Mapping[str, Any], present: int, total: int | None = None) -> DocumentState:
-    return DocumentState(
-        doc_id=payload["doc_id"],
-        content_hash=payload.get("content_hash", ""),
-        chunk_count=int(payload.get("chunk_count", 0)),
-        present=present,
-        total=present if total is None else total,
-        title=payload.get("title", ""),
-        metadata=payload.get("metadata") or {},
-    )
 
 
 # --------------------------------------------------------------------------- search planning

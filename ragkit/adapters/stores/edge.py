@@ -42,7 +42,6 @@ from ragkit.adapters.stores.common import (
     SearchPlan,
     StoreBase,
     check_update,
-    hit_from,
     normalise_point,
     payload_indexes,
     stamp_created,
@@ -51,6 +50,7 @@ from ragkit.adapters.stores.common import (
 from ragkit.adapters.stores.edge_disk import SHARD_DIR, SPEC_FILE, FolderLock, read_spec, write_spec
 from ragkit.adapters.stores.edge_query import SCHEMAS, compile_filter, query_request
 from ragkit.adapters.stores.filters import Where
+from ragkit.adapters.stores.records import hit_from, point_from
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -61,7 +61,7 @@ from ragkit.core.errors import (
     RagkitError,
 )
 from ragkit.core.names import validate_collection_name
-from ragkit.core.types import CollectionSpec, Hit, Point, SparseVector
+from ragkit.core.types import CollectionSpec, Hit, Point
 
 log = logging.getLogger(__name__)
 
@@ -322,12 +322,7 @@ class EdgeStore(StoreBase):
         with self._backend(name, handle):
             request = qe.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=True)
             records, following = handle.shard.scroll(request)
-        points = []
-        for record in records:
-            vectors: Any = record.vector or {}
-            sparse = vectors.get(SPARSE_VECTOR)  # absent for a chunk without terms (stopwords only)
-            terms = SparseVector(tuple(sparse.indices), tuple(sparse.values)) if sparse else SparseVector((), ())
-            points.append(Point(str(record.id), list(vectors[DENSE_VECTOR]), terms, dict(record.payload or {})))
+        points = [point_from(record.id, record.vector, record.payload) for record in records]
         return points, None if following is None else str(following)
 
     def _delete(self, name: str, where: Where) -> None:

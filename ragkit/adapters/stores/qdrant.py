@@ -31,7 +31,6 @@ from ragkit.adapters.stores.common import (
     SearchPlan,
     StoreBase,
     check_update,
-    hit_from,
     normalise_point,
     payload_indexes,
     spec_from_dict,
@@ -40,6 +39,7 @@ from ragkit.adapters.stores.common import (
     validate_spec,
 )
 from ragkit.adapters.stores.filters import AtLeast, Match, Where
+from ragkit.adapters.stores.records import hit_from, point_from
 from ragkit.core.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -51,7 +51,7 @@ from ragkit.core.errors import (
     UpstreamRejected,
 )
 from ragkit.core.names import validate_collection_name
-from ragkit.core.types import CollectionSpec, Hit, Point, SparseVector
+from ragkit.core.types import CollectionSpec, Hit, Point
 
 try:  # only present when qdrant-client talks gRPC
     import grpc
@@ -317,12 +317,7 @@ class QdrantStore(StoreBase):
             records, following = self._client.scroll(
                 name, offset=offset, limit=limit, with_payload=True, with_vectors=True
             )
-        points = []
-        for record in records:
-            vectors: Any = record.vector or {}
-            sparse = vectors.get(SPARSE_VECTOR)  # absent for a chunk without terms (stopwords only)
-            terms = SparseVector(tuple(sparse.indices), tuple(sparse.values)) if sparse else SparseVector((), ())
-            points.append(Point(str(record.id), list(vectors[DENSE_VECTOR]), terms, dict(record.payload or {})))
+        points = [point_from(record.id, record.vector, record.payload) for record in records]
         return points, None if following is None else str(following)
 
     def _delete(self, name: str, where: Where) -> None:
