@@ -158,7 +158,7 @@ def build_embedder(settings: Settings, breakers: BreakerBoard | None = None) -> 
     )
 
 
-def _build_generator(settings: Settings, breakers: BreakerBoard) -> Generator:
+def _build_generator(settings: Settings, breakers: BreakerBoard | None = None) -> Generator:
     if settings.generator_kind == "openai":
         from ragkit.adapters.generators.openai import OpenAIGenerator
 
@@ -184,7 +184,7 @@ def _build_generator(settings: Settings, breakers: BreakerBoard) -> Generator:
     return ExtractiveGenerator()
 
 
-def _build_condenser(settings: Settings, breakers: BreakerBoard) -> Condenser | None:
+def _build_condenser(settings: Settings, breakers: BreakerBoard | None = None) -> Condenser | None:
     """The LLM generator's model, asked to condense follow-ups under its own short timeout."""
     if settings.generator_kind == "openai":
         from ragkit.adapters.generators.openai import OpenAICondenser

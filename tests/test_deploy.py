@@ -440,3 +440,13 @@ def test_smoke_script_is_valid_bash_with_bounded_waits() -> None:
     assert os.access(script, os.X_OK)
     assert "not run" in text.split("set -euo", 1)[0], "its header says the tests do not run it"
     assert "--profile cluster" in text and "kill" in text and 'TIMEOUT="${SMOKE_TIMEOUT:-' in text
+
+
+def test_the_qdrant_image_is_one_the_pinned_client_supports() -> None:
+    """qdrant-client works with servers within one minor version of its own, and says so at start."""
+    images = {spec["image"] for spec in compose_file()["services"].values() if "qdrant/qdrant" in spec.get("image", "")}
+    pinned = re.search(r"^qdrant-client==(\d+)\.(\d+)", (REPO / "requirements.txt").read_text(), re.M)
+    assert images and pinned
+    for image in images:
+        major, minor = re.search(r":v(\d+)\.(\d+)", image).groups()
+        assert major == pinned[1] and abs(int(minor) - int(pinned[2])) <= 1, image

@@ -5,6 +5,7 @@ collection's creation uses (no Qdrant server runs here)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import threading
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.conftest import make_settings
 class _Qdrant(BaseHTTPRequestHandler):
     created: list[tuple[str, dict[str, Any]]] = []
     indexed: list[str] = []
+    version_asked = threading.Event()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
@@ -35,7 +37,10 @@ class _Qdrant(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "":
-            body = json.dumps({"title": "qdrant - vector search engine", "version": "1.16.0"}).encode()
+            type(self).version_asked.set()
+            # The server version the installed client is made for (it warns about any other).
+            version = importlib.metadata.version("qdrant-client")
+            body = json.dumps({"title": "qdrant - vector search engine", "version": version}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -59,13 +64,16 @@ class _Qdrant(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def qdrant() -> Iterator[str]:
-    _Qdrant.created, _Qdrant.indexed = [], []
+    _Qdrant.created, _Qdrant.indexed, _Qdrant.version_asked = [], [], threading.Event()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Qdrant)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        # The client asks for the server's version in a thread of its own: answered before the
+        # stand-in goes, or it warns that it could not check compatibility.
+        _Qdrant.version_asked.wait(5)
         server.shutdown()
         server.server_close()
 
