@@ -1,5 +1,6 @@
 """The Embedder contract, written once and run against every embedder: MiniLM in process (the real
-model), OllamaEmbedder through the official client against the Ollama stand-in, and OpenAIEmbedder
+model), OllamaEmbedder through the official client against the Ollama stand-in (alone, and two of
+them pooled over two stand-ins as with several hosts in OLLAMA_HOST), and OpenAIEmbedder
 through the openai client against the OpenAI-compatible stand-in (both real HTTP servers).
 Whatever one of them promises here, the others must keep too, so switching RAGKIT_EMBEDDER never
 changes how the pipeline sees an embedder behave.
@@ -20,10 +21,12 @@ from typing import Any
 
 import pytest
 
+from ragkit.adapters.breakers import BreakerBoard
 from ragkit.adapters.embedders.local import LocalEmbedder
 from ragkit.adapters.embedders.ollama import OllamaEmbedder
 from ragkit.adapters.embedders.onnx import OnnxEmbedder
 from ragkit.adapters.embedders.openai import OpenAIEmbedder
+from ragkit.adapters.host_pool import PooledEmbedder
 from ragkit.core.errors import DependencyError, InvalidInput
 from tests.support.fake_ollama import FakeOllama
 from tests.support.fake_openai import EMBEDDINGS, FakeOpenAI
@@ -31,7 +34,7 @@ from tests.support.fake_openai import EMBEDDINGS, FakeOpenAI
 # The case fixture is async (it closes the Ollama client's connections on its own loop).
 pytestmark = pytest.mark.anyio
 
-IMPLEMENTATIONS = ("local", "onnx", "ollama", "openai")
+IMPLEMENTATIONS = ("local", "onnx", "ollama", "ollama-pool", "openai")
 FAKE_DIM = 64  # deliberately not 384, so no check passes by assuming MiniLM's size
 TIMEOUT_S = 2.0
 
@@ -203,6 +206,55 @@ def _ollama_case(fake: FakeOllama, embedder: OllamaEmbedder) -> Case:
     )
 
 
+def _pool_case(fakes: list[FakeOllama], embedder: PooledEmbedder) -> Case:
+    """Two hosts behind one embedder: a fault counts when it strikes every host (with one host
+    out, the other answers: tests/test_ollama_hosts.py)."""
+
+    def everywhere(name: str) -> Callable[[], AbstractContextManager[None]]:
+        @contextmanager
+        def broken() -> Iterator[None]:
+            for fake in fakes:
+                fake.mode = name
+            try:
+                yield
+            finally:
+                for fake in fakes:
+                    fake.mode = "ok"
+
+        return broken
+
+    @contextmanager
+    def stopped() -> Iterator[None]:
+        for fake in fakes:
+            fake.stop()
+        try:
+            yield
+        finally:
+            for fake in fakes:
+                fake.start()
+
+    return Case(
+        embedder=embedder,
+        name="ollama:nomic-embed-text",
+        breaker_name="ollama_embedding",
+        dimension=FAKE_DIM,
+        dependency="ollama",
+        backend_calls=lambda: sum(fake.count("/api/embed") for fake in fakes),
+        faults={
+            "http-500": (everywhere("error"), "HTTP 500"),
+            "busy": (everywhere("busy"), "busy"),
+            "reset": (everywhere("reset"), "dropped the connection"),
+            "stopped": (stopped, "cannot connect to Ollama"),
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def second_fake_server() -> Iterator[FakeOllama]:
+    with FakeOllama(dim=FAKE_DIM) as fake:
+        yield fake
+
+
 def _openai_case(fake: FakeOpenAI, embedder: OpenAIEmbedder) -> Case:
     def mode(name: str) -> Callable[[], AbstractContextManager[None]]:
         @contextmanager
@@ -277,12 +329,20 @@ async def case(
         finally:
             await embedder.aclose()
         return
-    fake_server.start()
-    fake_server.mode = "ok"
-    fake_server.reset_counters()
-    embedder = OllamaEmbedder(fake_server.url, "nomic-embed-text", TIMEOUT_S)
+    fakes = (
+        [fake_server, request.getfixturevalue("second_fake_server")]
+        if request.param == "ollama-pool"
+        else [fake_server]
+    )
+    for fake in fakes:
+        fake.start()
+        fake.mode = "ok"
+        fake.reset_counters()
+    hosts = [OllamaEmbedder(fake.url, "nomic-embed-text", TIMEOUT_S) for fake in fakes]
+    # No ejection here (a breaker that never opens): the contract is about what the embedder says.
+    embedder = PooledEmbedder(hosts, BreakerBoard(fail_max=10_000, reset_timeout=30.0)) if len(hosts) > 1 else hosts[0]
     try:
-        yield _ollama_case(fake_server, embedder)
+        yield _pool_case(fakes, embedder) if len(hosts) > 1 else _ollama_case(fake_server, embedder)
     finally:
         await embedder.aclose()
 

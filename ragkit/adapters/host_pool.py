@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
 from ragkit.adapters.breakers import Breaker, BreakerBoard
+from ragkit.adapters.embedders.local import checked_texts
 from ragkit.core.errors import (
     BreakerOpen,
     ConfigurationError,
@@ -93,7 +94,7 @@ class HostPool(Generic[Backend]):
             except _HOST_FAILURES as exc:
                 log.warning("%s failed on %s, trying the next host: %s", self.role_breaker, label, exc.message)
                 errors.append((label, exc))
-        raise self._every_host_failed(errors)
+        raise self._every_host_failed(errors) from errors[-1][1]
 
     async def stream(self, open_stream: Callable[[Backend], AsyncIterator[str]]) -> AsyncIterator[str]:
         """The pieces of the first host in turn that starts answering (see the module docstring)."""
@@ -115,7 +116,7 @@ class HostPool(Generic[Backend]):
                     raise
                 log.warning("%s failed on %s, trying the next host: %s", self.role_breaker, label, exc.message)
                 errors.append((label, exc))
-        raise self._every_host_failed(errors)
+        raise self._every_host_failed(errors) from errors[-1][1]
 
     async def probe(self) -> None:
         """Ask every host at once (around the breakers, as health checks do); fine while one
@@ -188,8 +189,19 @@ class PooledEmbedder(_Pooled):
     async def ensure_dimension(self) -> int:
         return await self.pool.call(lambda backend: backend.ensure_dimension())
 
+    def __init__(self, backends: Sequence[Any], breakers: BreakerBoard) -> None:
+        super().__init__(backends, breakers)
+        self.batch_size: int = backends[0].batch_size
+
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.pool.call(lambda backend: backend.embed(texts))
+        # Batch by batch, each to the next host in turn: a long ingestion spreads over the hosts,
+        # and a host dying mid-way costs the batch it had, not the whole call.
+        texts = checked_texts(texts)  # refused here, before any host is asked, as every embedder does
+        vectors: list[list[float]] = []
+        for start in range(0, max(len(texts), 1), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            vectors.extend(await self.pool.call(lambda backend, batch=batch: backend.embed(batch)))
+        return vectors
 
 
 class PooledGenerator(_Pooled):
