@@ -172,6 +172,8 @@ def test_collection_lifecycle(stack: Stack) -> None:
         {"name": 12},
         {},
         {"name": "ok", "unexpected": True},
+        {"name": "ok", "quantization": "int4"},
+        {"name": "ok", "quantization": None},
     ],
 )
 def test_bad_collection_requests_are_422(stack: Stack, body: dict) -> None:
@@ -179,6 +181,18 @@ def test_bad_collection_requests_are_422(stack: Stack, body: dict) -> None:
     assert response.status_code == 422, response.text
     assert error_of(response)["code"] == "invalid_input"
     assert stack.http.get("/api/v1/rag/collections").json()["collections"] == []
+
+
+def test_an_int8_collection_says_so_and_answers_like_any_other(stack: Stack) -> None:
+    created = stack.http.post("/api/v1/rag/collections", json={"name": "large", "quantization": "int8"})
+    assert created.status_code == 201, created.text
+    assert created.json()["quantization"] == "int8"
+    assert stack.http.post("/api/v1/rag/collections", json={"name": "plain"}).json()["quantization"] == "none"
+    documents = [{"id": "tokens", "text": "Rotate the service token by listing the old and the new secret."}]
+    assert stack.http.post("/api/v1/rag/collections/large/documents", json={"documents": documents}).status_code == 200
+    found = stack.http.post("/api/v1/rag/search", json={"query": "rotate the token", "collection": "large"}).json()
+    assert found["results"][0]["doc_id"] == "tokens" and found["mode_used"] == "hybrid"
+    assert stack.http.get("/api/v1/rag/collections/large").json()["quantization"] == "int8"
 
 
 def test_unknown_collection_is_404_everywhere(stack: Stack) -> None:

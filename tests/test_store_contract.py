@@ -480,6 +480,28 @@ def test_scrolled_points_written_elsewhere_search_the_same(
             assert [h.score for h in searches[0]] == pytest.approx([h.score for h in searches[1]], abs=1e-5)
 
 
+def test_an_int8_collection_is_remembered_and_ranks_as_full_precision_does(
+    corpus_store: VectorStore, bm25: Bm25Encoder, embed: Callable
+) -> None:
+    quantized = dataclasses.replace(spec("small"), quantization="int8")
+    corpus_store.create_collection(quantized)
+    corpus_store.upsert("small", _all_points(corpus_store, "docs", 4))
+    corpus_store.optimize("small")  # the index, and with it the 8-bit vectors, built
+    assert corpus_store.get_collection("small").quantization == "int8"
+    assert corpus_store.get_collection("docs").quantization == "none"
+    for query, _ in QUERIES:
+        for mode in ("dense", "hybrid"):
+            vectors = query_vectors(query, bm25, embed)
+            full = corpus_store.search("docs", mode=mode, top_k=3, **vectors)
+            small = corpus_store.search("small", mode=mode, top_k=3, **vectors)
+            # Rescored with the original vectors: the same chunks in the same order.
+            assert [h.id for h in small] == [h.id for h in full], (query, mode)
+    with pytest.raises(InvalidInput, match="quantization"):
+        corpus_store.update_collection(dataclasses.replace(quantized, quantization="none"))
+    with pytest.raises(InvalidInput, match="quantization must be one of"):
+        corpus_store.create_collection(dataclasses.replace(spec("odd"), quantization="int4"))
+
+
 def test_a_point_without_terms_scrolls_with_an_empty_sparse_vector(store: VectorStore, bm25: Bm25Encoder) -> None:
     store.create_collection(spec())
     store.upsert("docs", make_points("docs", "stopwords", ["the and of", "real words here"], bm25=bm25))

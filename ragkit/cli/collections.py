@@ -48,15 +48,27 @@ def collections_show(name: str) -> None:
 @click.argument("name")
 @click.option("--chunk-size", type=int)
 @click.option("--chunk-overlap", type=int)
+@click.option(
+    "--quantization",
+    type=click.Choice(["none", "int8"]),
+    default="none",
+    show_default=True,
+    help="int8: also keep the vectors as 8-bit scalars in RAM (large collections).",
+)
 @friendly_errors
-def collections_create(name: str, chunk_size: int | None, chunk_overlap: int | None) -> None:
+def collections_create(name: str, chunk_size: int | None, chunk_overlap: int | None, quantization: str) -> None:
     """Create an empty collection.
 
     Example: ragkit collections create handbook --chunk-size 200 --chunk-overlap 30
     """
     with client_from_environment() as client:
-        created = client.create_collection(name, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
-    click.echo(f"created {created['name']} (chunk size {created['chunk_size']}, overlap {created['chunk_overlap']})")
+        created = client.create_collection(
+            name, chunk_size=chunk_size, chunk_overlap=chunk_overlap, quantization=quantization
+        )
+    shown = "" if created["quantization"] == "none" else f", {created['quantization']} quantization"
+    click.echo(
+        f"created {created['name']} (chunk size {created['chunk_size']}, overlap {created['chunk_overlap']}{shown})"
+    )
 
 
 @collections.command("delete")

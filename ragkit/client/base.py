@@ -193,9 +193,12 @@ class RagkitClient(IngestionDriver, JobRoutes, TransferRoutes):
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         indexed_fields: Mapping[str, str] | None = None,
+        quantization: str = "none",
     ) -> dict[str, Any]:
-        """``indexed_fields``: metadata fields to index, ``{field: "keyword"|"integer"|"bool"}``."""
+        """``indexed_fields``: metadata fields to index, ``{field: "keyword"|"integer"|"bool"}``;
+        ``quantization``: "none" or "int8"."""
         body = {
+            "quantization": quantization,
             "name": name,
             "chunk_size": chunk_size,
             "chunk_overlap": chunk_overlap,

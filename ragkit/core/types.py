@@ -28,6 +28,7 @@ MAX_FILTER_INT = 2**63 - 1
 # The payload indexes a collection may declare, built when it is created (never by a read).
 IndexKind = Literal["keyword", "integer", "bool"]
 INDEX_KINDS: tuple[IndexKind, ...] = ("keyword", "integer", "bool")
+QUANTIZATIONS = ("none", "int8")  # what a collection's dense vectors may also be kept as
 MAX_INDEXED_FIELDS = MAX_FILTER_KEYS
 # A filter on a field without an index is checked point by point, inside the store, for every
 # search: 4-8 µs per point and field on Qdrant Edge, during which the embedded store holds the
@@ -157,6 +158,7 @@ class CollectionSpec:
     created_at: str = ""
     # metadata key → payload index type; fixed at creation, when the indexes are built
     indexed_fields: Mapping[str, IndexKind] = field(default_factory=dict)
+    quantization: str = "none"  # or "int8": also 8-bit vectors in RAM, searched and then rescored
 
 
 @dataclass(frozen=True)
@@ -395,4 +397,3 @@ class Cache(Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
-

@@ -208,6 +208,11 @@ class CreateCollectionRequest(_Strict):
             }
         ),
     ] = None
+    quantization: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: dense vectors also kept as 8-bit scalars in RAM, searched first and rescored with "
+        "the originals (for large collections: less memory per search). Fixed at creation.",
+    )
 
 
 class CollectionOut(BaseModel):
@@ -220,6 +225,7 @@ class CollectionOut(BaseModel):
     documents: int
     chunks: int
     indexed_fields: dict[str, IndexKind] = {}
+    quantization: str = "none"
 
 
 class CollectionList(BaseModel):

@@ -103,9 +103,11 @@ class Collections:
         chunk_size: int | None = None,
         chunk_overlap: int | None = None,
         indexed_fields: Mapping[str, str] | None = None,
+        quantization: str = "none",
     ) -> CollectionStats:
         """An empty collection bound to the service's current embedder, with a payload index for
-        each declared metadata field (the only time indexes are built)."""
+        each declared metadata field (the only time indexes are built), its dense vectors also
+        kept as int8 when ``quantization`` says so."""
         validate_collection_name(name)
         size = chunk_size if chunk_size is not None else self._default_chunk_size
         overlap = chunk_overlap if chunk_overlap is not None else min(self._default_chunk_overlap, size // 2)
@@ -120,6 +122,7 @@ class Collections:
             chunk_overlap=overlap,
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             indexed_fields=indexes,
+            quantization=quantization,
         )
         await self._store.create_collection(spec)
         return CollectionStats(spec=spec, documents=0, chunks=0)

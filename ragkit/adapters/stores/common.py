@@ -43,6 +43,7 @@ from ragkit.core.names import validate_collection_name, validate_indexed_fields
 from ragkit.core.transfer import spec_from_dict, spec_to_dict  # noqa: F401 - the stores import them from here
 from ragkit.core.types import (
     MAX_UNINDEXED_CHECKS,
+    QUANTIZATIONS,
     Chunk,
     CollectionSpec,
     CollectionStats,
@@ -78,6 +79,8 @@ def validate_spec(spec: CollectionSpec) -> CollectionSpec:
         problems.append(f"chunk_overlap must be in [0, chunk_size), got {spec.chunk_overlap!r}")
     if not spec.embedder:
         problems.append("embedder must be named")
+    if spec.quantization not in QUANTIZATIONS:
+        problems.append(f"quantization must be one of {list(QUANTIZATIONS)}, got {spec.quantization!r}")
     if not spec.bm25_avg_len >= 0:
         problems.append(f"bm25_avg_len must not be negative, got {spec.bm25_avg_len!r}")
     if problems:
@@ -111,6 +114,12 @@ def check_update(stored: CollectionSpec, new: CollectionSpec) -> CollectionSpec:
         raise InvalidInput(
             f"collection '{new.name}' was created with the indexed fields {dict(stored.indexed_fields)}; they "
             "cannot change (create a new collection that declares the others)",
+            collection=new.name,
+        )
+    if new.quantization != stored.quantization:
+        raise InvalidInput(
+            f"collection '{new.name}' was created with quantization {stored.quantization!r}; it cannot "
+            "change (create a new collection with the other one and ingest the documents into it)",
             collection=new.name,
         )
     return dataclasses.replace(new, created_at=new.created_at or stored.created_at)

@@ -59,6 +59,13 @@ except ImportError:  # pragma: no cover
     grpc = None  # type: ignore[assignment]
 
 SPEC_KEY = "ragkit_spec"
+# Quantization "int8" as on Edge (stores/edge.py): 8-bit scalars in RAM, the top 1 % clipped;
+# dense searches walk twice the candidates on them and rank them again on the originals.
+_QUANTIZED = qm.ScalarQuantization(
+    scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, quantile=0.99, always_ram=True)
+)
+_RESCORED = qm.SearchParams(quantization=qm.QuantizationSearchParams(rescore=True, oversampling=2.0))
+
 _SCHEMAS: dict[str, qm.PayloadSchemaType] = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
     "integer": qm.PayloadSchemaType.INTEGER,
@@ -181,6 +188,8 @@ class QdrantStore(StoreBase):
         write_consistency_factor: int | None = None,
     ) -> None:
         self._client = client
+        # int8 collections, learned from their specs (read before every search): rescored searches.
+        self._quantized: set[str] = set()
         self._shard_number = shard_number
         self._replication_factor = replication_factor
         self._write_consistency_factor = write_consistency_factor
@@ -206,18 +215,19 @@ class QdrantStore(StoreBase):
 
     def create_collection(self, spec: CollectionSpec) -> None:
         spec = stamp_created(validate_spec(spec))
+        int8 = spec.quantization == "int8"  # then the originals stay on disk, read only to rescore
+        dense = qm.VectorParams(size=spec.dimension, distance=qm.Distance.COSINE, on_disk=int8 or None)
         with self._backend(spec.name):
             if self._client.collection_exists(spec.name):
                 raise CollectionExists(spec.name)
             self._client.create_collection(
                 spec.name,
-                vectors_config={
-                    DENSE_VECTOR: qm.VectorParams(size=spec.dimension, distance=qm.Distance.COSINE)
-                },
+                vectors_config={DENSE_VECTOR: dense},
                 sparse_vectors_config={SPARSE_VECTOR: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
                 shard_number=self._shard_number,
                 replication_factor=self._replication_factor,
                 write_consistency_factor=self._write_consistency_factor,
+                quantization_config=_QUANTIZED if int8 else None,
                 metadata={SPEC_KEY: spec_to_dict(spec)},
             )
             for path, kind in payload_indexes(spec).items():
@@ -242,6 +252,8 @@ class QdrantStore(StoreBase):
                 f"collection '{name}' exists in Qdrant but was not created by ragkit; use another name",
                 collection=name,
             )
+        if spec.quantization == "int8":
+            self._quantized.add(name)
         return spec
 
     def update_collection(self, spec: CollectionSpec) -> None:
@@ -267,6 +279,7 @@ class QdrantStore(StoreBase):
         with self._backend(name):
             self._client.delete_collection(name)
         self._indexed.pop(name, None)
+        self._quantized.discard(name)
 
     # ------------------------------------------------------------------ points
 
@@ -346,8 +359,9 @@ class QdrantStore(StoreBase):
                 prefetch = []
                 for branch in branches:
                     query, using = _nearest(plan, branch)
+                    params = _RESCORED if branch == "dense" and name in self._quantized else None
                     prefetch.append(
-                        qm.Prefetch(query=query, using=using, filter=flt, limit=plan.prefetch_limit)
+                        qm.Prefetch(query=query, using=using, filter=flt, limit=plan.prefetch_limit, params=params)
                     )
                 # As on Edge: the branches are filtered, the fused candidates need no second check.
                 response = self._client.query_points(
@@ -361,7 +375,13 @@ class QdrantStore(StoreBase):
             else:
                 query, using = _nearest(plan, plan.mode)
                 response = self._client.query_points(
-                    name, query=query, using=using, query_filter=flt, limit=plan.limit, with_payload=True
+                    name,
+                    query=query,
+                    using=using,
+                    query_filter=flt,
+                    limit=plan.limit,
+                    with_payload=True,
+                    search_params=_RESCORED if plan.mode == "dense" and name in self._quantized else None,
                 )
         return [hit_from(p.id, p.score, p.payload) for p in response.points]
 

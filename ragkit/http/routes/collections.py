@@ -35,6 +35,7 @@ def collection_out(stats: CollectionStats) -> dict[str, Any]:
         documents=stats.documents,
         chunks=stats.chunks,
         indexed_fields=dict(spec.indexed_fields),
+        quantization=spec.quantization,
     ).model_dump()
 
 
@@ -60,7 +61,11 @@ async def create_collection(body: CreateCollectionRequest, request: Request) -> 
     """Create an empty collection bound to the service's current embedder, with a payload index for
     each of its `indexed_fields` (indexes are built only here, never by a search)."""
     stats = await services_of(request).collections.create(
-        body.name, chunk_size=body.chunk_size, chunk_overlap=body.chunk_overlap, indexed_fields=body.indexed_fields
+        body.name,
+        chunk_size=body.chunk_size,
+        chunk_overlap=body.chunk_overlap,
+        indexed_fields=body.indexed_fields,
+        quantization=body.quantization,
     )
     return collection_out(stats)
 
