@@ -169,46 +169,9 @@ def _onnx_case(embedder: OnnxEmbedder, monkeypatch: pytest.MonkeyPatch) -> Case:
     )
 
 
-def _ollama_case(fake: FakeOllama, embedder: OllamaEmbedder) -> Case:
-    def mode(name: str) -> Callable[[], AbstractContextManager[None]]:
-        @contextmanager
-        def broken() -> Iterator[None]:
-            fake.mode = name
-            try:
-                yield
-            finally:
-                fake.mode = "ok"
-
-        return broken
-
-    @contextmanager
-    def stopped() -> Iterator[None]:
-        fake.stop()
-        try:
-            yield
-        finally:
-            fake.start()
-
-    return Case(
-        embedder=embedder,
-        name="ollama:nomic-embed-text",
-        breaker_name="ollama_embedding",
-        dimension=FAKE_DIM,
-        dependency="ollama",
-        backend_calls=lambda: fake.count("/api/embed"),
-        faults={
-            "http-500": (mode("error"), "HTTP 500"),
-            "busy": (mode("busy"), "busy"),
-            "reset": (mode("reset"), "dropped the connection"),
-            # By then the embedder holds a pooled connection: it must still read as "not running".
-            "stopped": (stopped, "cannot connect to Ollama"),
-        },
-    )
-
-
-def _pool_case(fakes: list[FakeOllama], embedder: PooledEmbedder) -> Case:
-    """Two hosts behind one embedder: a fault counts when it strikes every host (with one host
-    out, the other answers: tests/test_ollama_hosts.py)."""
+def _ollama_case(fakes: list[FakeOllama], embedder: OllamaEmbedder | PooledEmbedder) -> Case:
+    """One host, or several behind one embedder: a fault strikes every host (with one of several
+    out, the others answer: tests/test_ollama_hosts.py)."""
 
     def everywhere(name: str) -> Callable[[], AbstractContextManager[None]]:
         @contextmanager
@@ -244,6 +207,7 @@ def _pool_case(fakes: list[FakeOllama], embedder: PooledEmbedder) -> Case:
             "http-500": (everywhere("error"), "HTTP 500"),
             "busy": (everywhere("busy"), "busy"),
             "reset": (everywhere("reset"), "dropped the connection"),
+            # By then the embedder holds a pooled connection: it must still read as "not running".
             "stopped": (stopped, "cannot connect to Ollama"),
         },
     )
@@ -342,7 +306,7 @@ async def case(
     # No ejection here (a breaker that never opens): the contract is about what the embedder says.
     embedder = PooledEmbedder(hosts, BreakerBoard(fail_max=10_000, reset_timeout=30.0)) if len(hosts) > 1 else hosts[0]
     try:
-        yield _pool_case(fakes, embedder) if len(hosts) > 1 else _ollama_case(fake_server, embedder)
+        yield _ollama_case(fakes, embedder)
     finally:
         await embedder.aclose()
 
