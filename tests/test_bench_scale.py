@@ -61,3 +61,14 @@ def test_bench_refuses_sizes_it_cannot_use(sizes: str, message: str, capsys: pyt
         bench.main(["--parts", "4", "--sizes", sizes])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_int8_model_comparison_refuses_a_corpus_too_small_for_recall_at_100(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loadtests import int8_model
+
+    with pytest.raises(SystemExit) as exit_info:
+        int8_model.main(["--limit", "50"])
+    assert exit_info.value.code == 2
+    assert "at least 200 documents" in capsys.readouterr().err
